@@ -34,3 +34,31 @@ def progress(iterable: Iterable[T], desc: str, total: int | None = None) -> Iter
 
     disable = bool(os.environ.get("BRAINHEAD_NO_PROGRESS"))
     return iter(tqdm(iterable, desc=desc, total=total, disable=disable, leave=False))
+
+
+class log_to:
+    """Context manager: copy brainhead's log into ``log_file`` for one step.
+
+    Snakemake's ``run:`` blocks execute inside the scheduler process, so each job adds
+    its own handler and removes it when done, leaving nothing behind.
+    """
+
+    def __init__(self, log_file: str | os.PathLike):
+        self.log_file = log_file
+        self.handler: logging.Handler | None = None
+
+    def __enter__(self):
+        os.makedirs(os.path.dirname(os.path.abspath(self.log_file)), exist_ok=True)
+        self.handler = logging.FileHandler(self.log_file, mode="w")
+        self.handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(self.handler)
+        logger.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc):
+        if exc[0] is not None:
+            logger.error("step failed: %s", exc[1])
+        logger.removeHandler(self.handler)
+        self.handler.close()
+        return False

@@ -126,6 +126,8 @@ def fill_defaults(instance: Any, schema: dict, root: dict | None = None) -> Any:
     """
     root = schema if root is None else root
     schema = _resolve(schema, root)
+    if isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        return [fill_defaults(item, schema["items"], root) for item in instance]
     if not isinstance(instance, dict) or "properties" not in schema:
         return copy.deepcopy(instance)
     out = copy.deepcopy(instance)

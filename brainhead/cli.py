@@ -1,0 +1,79 @@
+"""The ``brainhead`` command: validate a study, simulate the demo, inspect artifacts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _cmd_validate(args) -> int:
+    from .specs import SpecError, load_study
+
+    try:
+        study = load_study(args.study)
+    except SpecError as err:
+        print(f"{len(err.problems)} problem(s) found:", file=sys.stderr)
+        for problem in err.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    counts = {m: len(study.by_modality(m)) for m in ("eeg", "seeg", "fmri")}
+    print(f"study '{study.name}' is valid: {len(study.subjects)} subjects "
+          + ", ".join(f"{n} {m}" for m, n in counts.items() if n))
+    return 0
+
+
+def _cmd_simulate(args) -> int:
+    from .simulate import simulate_study
+    from .specs import load_study
+
+    study = load_study(args.study)
+    out = args.out or f"results/{study.name}"
+    truth = simulate_study(study, out)
+    print(f"simulated {len(truth['subjects'])} subjects into {out}")
+    return 0
+
+
+def _cmd_inspect(args) -> int:
+    from .io.store import read_attrs, read_responses
+
+    attrs = read_attrs(args.path)
+    if attrs.get("brainhead_step") == "preprocess":
+        table = read_responses(args.path)
+        print(f"sub-{table.subject} ({table.modality}): {len(table.targets)} targets")
+        for name, view in table.views.items():
+            print(f"  view {name}: X{list(view.X.shape)}")
+        print(f"  info: {json.dumps(table.info)}")
+    for key in ("brainhead_step", "params_hash", "git_rev"):
+        print(f"  {key}: {attrs.get(key)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``brainhead`` command."""
+    parser = argparse.ArgumentParser(
+        prog="brainhead",
+        description="Connect brains and models: validate studies, simulate the demo, "
+                    "inspect artifacts. The pipeline itself runs with `snakemake --cores N`.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("validate", help="validate a study folder and all its subject files")
+    p.add_argument("study", help="data_specs/<study> or its study.yaml")
+    p.set_defaults(func=_cmd_validate)
+    p = sub.add_parser("simulate", help="write a simulated study's data (BIDS) and truth")
+    p.add_argument("study", help="data_specs/<study> with a 'simulate' section")
+    p.add_argument("--out", help="output folder (default results/<study name>)")
+    p.set_defaults(func=_cmd_simulate)
+    p = sub.add_parser("inspect", help="print the content and provenance of an artifact")
+    p.add_argument("path", help="an HDF5 artifact (responses.h5, features/*.h5, align/*.h5)")
+    p.set_defaults(func=_cmd_inspect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``brainhead`` console script."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

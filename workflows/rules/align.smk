@@ -1,0 +1,36 @@
+# Ridge encoding scores per subject x layer, trained model vs random control.
+rule align:
+    input:
+        responses=f"{RESULTS}/sub-{{subject}}/responses.h5",
+        features=f"{RESULTS}/features/{{model}}.h5",
+    output:
+        h5=f"{RESULTS}/align/sub-{{subject}}_{{model}}.h5",
+        tsv=f"{RESULTS}/align/sub-{{subject}}_{{model}}.tsv",
+    log:
+        f"{LOGS}/align/sub-{{subject}}_{{model}}.log",
+    benchmark:
+        f"benchmarks/{STUDY.name}/align/sub-{{subject}}_{{model}}.tsv"
+    resources:
+        mem_mb=3000,
+        runtime=30,
+    run:
+        from brainhead.align import align_subject
+
+        with log_to(log[0]):
+            align_subject(input.responses, input.features, wildcards.model,
+                          STUDY.config["align"], output.h5, output.tsv)
+
+
+rule summary:
+    input:
+        expand(f"{RESULTS}/align/sub-{{subject}}_{{model}}.tsv", subject=SUBJECTS,
+               model=MODELS),
+    output:
+        f"{RESULTS}/align/summary.tsv",
+    log:
+        f"{LOGS}/align/summary.log",
+    run:
+        from brainhead.align import collect_summary
+
+        with log_to(log[0]):
+            collect_summary(input, output[0])

@@ -1,0 +1,58 @@
+# Setup shared by all rules: find the study, validate it, define input functions.
+import sys
+from pathlib import Path
+
+from snakemake.utils import min_version, validate
+
+min_version("8.0")
+
+from brainhead._logging import log_to
+from brainhead.specs import SpecError, load_schema, load_study
+
+
+def _study_file():
+    """The study of this run: the last --configfile, else the built-in demo."""
+    cli_files = list(workflow.overwrite_configfiles or [])
+    if cli_files:
+        return Path(cli_files[-1])
+    return Path(workflow.basedir) / "data_specs" / "demo" / "study.yaml"
+
+
+try:
+    STUDY = load_study(_study_file())
+except SpecError as err:
+    sys.stderr.write(f"brainhead: invalid study spec ({len(err.problems)} problem(s)):\n")
+    for problem in err.problems:
+        sys.stderr.write(f"  - {problem}\n")
+    raise SystemExit(1)
+
+if config:
+    # The same structure check through Snakemake's own validator.
+    validate(config, load_schema("study"))
+config.update(STUDY.config)
+
+RESULTS = f"results/{STUDY.name}"
+LOGS = f"logs/{STUDY.name}"
+SUBJECTS = list(STUDY.subjects)
+MODELS = [m["name"] for m in STUDY.config["features"]["models"]]
+MODEL_CFG = {m["name"]: m for m in STUDY.config["features"]["models"]}
+
+
+wildcard_constraints:
+    subject="|".join(SUBJECTS),
+    model="|".join(MODELS),
+
+
+def stimuli_table():
+    """The stimuli TSV: written by `simulate`, or named in study.yaml."""
+    if STUDY.simulated:
+        return f"{RESULTS}/stimuli.tsv"
+    return str(STUDY.root / STUDY.config["stimuli"])
+
+
+def subject_inputs(wildcards):
+    """Recordings a subject's preprocessing depends on."""
+    spec = STUDY.subjects[wildcards.subject]
+    if spec.source == "simulated":
+        return [f"{RESULTS}/truth.json"]
+    return [spec.source["bids_root"]] if "bids_root" in spec.source else spec.source["files"]

@@ -1,0 +1,18 @@
+# One job per subject: recordings -> the uniform response table.
+rule preprocess:
+    input:
+        subject_inputs,
+    output:
+        f"{RESULTS}/sub-{{subject}}/responses.h5",
+    log:
+        f"{LOGS}/preprocess/sub-{{subject}}.log",
+    benchmark:
+        f"benchmarks/{STUDY.name}/preprocess/sub-{{subject}}.tsv"
+    resources:
+        mem_mb=3000,
+        runtime=30,
+    run:
+        from brainhead.preprocess import preprocess_subject
+
+        with log_to(log[0]):
+            preprocess_subject(STUDY, wildcards.subject, RESULTS, output[0])

@@ -1,0 +1,18 @@
+# The embedded demo: synthetic subjects with planted truth, written as BIDS.
+if STUDY.simulated:
+
+    rule simulate:
+        output:
+            stimuli=f"{RESULTS}/stimuli.tsv",
+            truth=f"{RESULTS}/truth.json",
+            bids=directory(f"{RESULTS}/bids"),
+        log:
+            f"{LOGS}/simulate.log",
+        resources:
+            mem_mb=2000,
+            runtime=15,
+        run:
+            from brainhead.simulate import simulate_study
+
+            with log_to(log[0]):
+                simulate_study(STUDY, RESULTS)
