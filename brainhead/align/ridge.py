@@ -12,7 +12,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.model_selection import GroupKFold, LeaveOneGroupOut
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-DEFAULT_ALPHAS = np.logspace(-1, 6, 15)
+DEFAULT_ALPHAS = tuple(np.logspace(-1, 6, 15).tolist())
 
 
 def solve_ridge_svd(
@@ -148,6 +148,11 @@ class GroupRidgeCV(RegressorMixin, BaseEstimator):
         self.intercept_ = ymean
         return self
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
     def predict(self, X):
         """Predict targets for ``X`` (n_samples, n_features)."""
         check_is_fitted(self, "coef_")
@@ -180,8 +185,9 @@ def pearson_r(A: np.ndarray, B: np.ndarray) -> np.ndarray:
 
     A constant column gives NaN (no correlation is defined), never a silent 0.
     """
+    constant = (np.ptp(A, axis=0) == 0) | (np.ptp(B, axis=0) == 0)
     A = A - A.mean(0)
     B = B - B.mean(0)
     denom = np.sqrt((A**2).sum(0) * (B**2).sum(0))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > 0, (A * B).sum(0) / denom, np.nan)
+        return np.where(~constant & (denom > 0), (A * B).sum(0) / denom, np.nan)

@@ -21,8 +21,8 @@ def leakage_free_groups(stim_id: np.ndarray, group: np.ndarray) -> np.ndarray:
     """Cross-validation groups such that no stimulus is on both sides of a split.
 
     Starts from the recording groups (runs/sessions) and merges every set of groups that
-    share a stimulus. If that leaves fewer than two groups, stimuli themselves become the
-    groups (all repeats of a stimulus stay together).
+    share a stimulus. If that leaves fewer than three groups (too few for grouped alpha
+    selection inside each training set), stimuli themselves become the groups (all repeats of a stimulus stay together).
 
     Returns
     -------
@@ -46,7 +46,7 @@ def leakage_free_groups(stim_id: np.ndarray, group: np.ndarray) -> np.ndarray:
         else:
             first_group[s] = g
     roots = np.array([find(g) for g in group])
-    if len(np.unique(roots)) < 2:
+    if len(np.unique(roots)) < 3:
         roots = stim_id
     return np.unique(roots, return_inverse=True)[1]
 

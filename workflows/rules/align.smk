@@ -6,6 +6,8 @@ rule align:
     output:
         h5=f"{RESULTS}/align/sub-{{subject}}_{{model}}.h5",
         tsv=f"{RESULTS}/align/sub-{{subject}}_{{model}}.tsv",
+    params:
+        align=STUDY.config["align"],
     log:
         f"{LOGS}/align/sub-{{subject}}_{{model}}.log",
     benchmark:
@@ -14,11 +16,7 @@ rule align:
         mem_mb=3000,
         runtime=30,
     run:
-        from brainhead.align import align_subject
-
-        with log_to(log[0]):
-            align_subject(input.responses, input.features, wildcards.model,
-                          STUDY.config["align"], output.h5, output.tsv)
+        step(log, align_subject, *input, wildcards.model, params.align, *output)
 
 
 rule summary:
@@ -30,7 +28,4 @@ rule summary:
     log:
         f"{LOGS}/align/summary.log",
     run:
-        from brainhead.align import collect_summary
-
-        with log_to(log[0]):
-            collect_summary(input, output[0])
+        step(log, collect_summary, input, output[0])

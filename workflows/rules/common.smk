@@ -7,7 +7,18 @@ from snakemake.utils import min_version, validate
 min_version("8.0")
 
 from brainhead._logging import log_to
-from brainhead.specs import SpecError, load_schema, load_study
+from brainhead.align import align_subject, collect_summary
+from brainhead.features import write_features
+from brainhead.preprocess import preprocess_subject
+from brainhead.report import make_report
+from brainhead.simulate import simulate_study
+from brainhead.specs import SCHEMA_DIR, SpecError, load_study
+
+
+def step(log, func, *args, **kwargs):
+    """Run one brainhead function with its log going to the rule's log file."""
+    with log_to(log[0]):
+        return func(*args, **kwargs)
 
 
 def _study_file():
@@ -28,7 +39,7 @@ except SpecError as err:
 
 if config:
     # The same structure check through Snakemake's own validator.
-    validate(config, load_schema("study"))
+    validate(config, str(SCHEMA_DIR / "study.schema.yaml"))
 config.update(STUDY.config)
 
 RESULTS = f"results/{STUDY.name}"

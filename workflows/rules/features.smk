@@ -4,6 +4,9 @@ rule features:
         stimuli_table(),
     output:
         f"{RESULTS}/features/{{model}}.h5",
+    params:
+        model=lambda wildcards: MODEL_CFG[wildcards.model],
+        opts={"seed": STUDY.seed, "batch_size": STUDY.config["features"]["batch_size"]},
     log:
         f"{LOGS}/features/{{model}}.log",
     threads: 2
@@ -11,9 +14,4 @@ rule features:
         mem_mb=4000,
         runtime=30,
     run:
-        from brainhead.features import write_features
-
-        with log_to(log[0]):
-            write_features(input[0], MODEL_CFG[wildcards.model], output[0],
-                           seed=STUDY.seed,
-                           batch_size=STUDY.config["features"]["batch_size"])
+        step(log, write_features, input[0], params.model, output[0], **params.opts)

@@ -12,7 +12,4 @@ rule preprocess:
         mem_mb=3000,
         runtime=30,
     run:
-        from brainhead.preprocess import preprocess_subject
-
-        with log_to(log[0]):
-            preprocess_subject(STUDY, wildcards.subject, RESULTS, output[0])
+        step(log, preprocess_subject, STUDY, wildcards.subject, RESULTS, output[0])

@@ -5,12 +5,10 @@ rule report:
         truth=[f"{RESULTS}/truth.json"] if STUDY.simulated else [],
     output:
         report(f"{RESULTS}/report.html", caption="report.rst", category="Alignment"),
+    params:
+        opts={"study": STUDY.name, "description": STUDY.config.get("description", "")},
     log:
         f"{LOGS}/report.log",
     run:
-        from brainhead.report import make_report
-
-        with log_to(log[0]):
-            make_report(input.summary, output[0], study=STUDY.name,
-                        description=STUDY.config.get("description", ""),
-                        truth_path=input.truth[0] if input.truth else None)
+        step(log, make_report, input.summary, output[0], truth_path=(input.truth or [None])[0],
+             **params.opts)

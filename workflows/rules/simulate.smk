@@ -12,7 +12,4 @@ if STUDY.simulated:
             mem_mb=2000,
             runtime=15,
         run:
-            from brainhead.simulate import simulate_study
-
-            with log_to(log[0]):
-                simulate_study(STUDY, RESULTS)
+            step(log, simulate_study, STUDY, RESULTS)

@@ -1,0 +1,54 @@
+"""Shared fixtures: paths of the repository, the demo study and the shared data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "data_specs" / "demo"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+os.environ.setdefault("BRAINHEAD_NO_PROGRESS", "1")
+
+needs_shared_data = pytest.mark.skipif(
+    not SHARED_DATA.is_dir(), reason="../shared/data (real recordings) is absent"
+)
+
+
+@pytest.fixture(scope="session")
+def demo_study():
+    """The demo study spec."""
+    from brainhead.specs import load_study
+
+    return load_study(DEMO)
+
+
+@pytest.fixture(scope="session")
+def small_demo(tmp_path_factory):
+    """A reduced copy of the demo study, simulated: 48 stimuli, 1 subject per modality.
+
+    Returns the loaded study and its results folder (with stimuli.tsv, bids/, truth.json).
+    """
+    import shutil
+
+    import yaml
+
+    from brainhead.simulate import simulate_study
+    from brainhead.specs import load_study
+
+    root = tmp_path_factory.mktemp("small_demo")
+    study_dir = root / "data_specs" / "small"
+    shutil.copytree(DEMO, study_dir)
+    cfg = yaml.safe_load((study_dir / "study.yaml").read_text())
+    cfg["name"] = "small"
+    cfg["simulate"]["n_stimuli"] = 48
+    (study_dir / "study.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    for sub in ("e02", "e03", "f02", "f03", "s02"):
+        (study_dir / "subjects" / f"sub-{sub}.yaml").unlink()
+    study = load_study(study_dir)
+    results = root / "results" / "small"
+    simulate_study(study, results)
+    return study, results

@@ -1,0 +1,178 @@
+"""Tests of brainhead.report: best layers, recovery of planted layers, the HTML report."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from brainhead.align import SUMMARY_COLUMNS
+from brainhead.report import best_layers, make_report, recovery_table
+
+N_LAYERS = 4
+
+# subject -> modality, region -> (trained curve, random curve)
+CURVES = {
+    "01": ("eeg", {
+        "anterior": ([0.10, 0.20, 0.60, 0.30], [0.05, 0.10, 0.12, 0.08]),
+        "posterior": ([0.20, 0.70, 0.40, 0.10], [0.10, 0.15, 0.05, 0.02]),
+    }),
+    "02": ("fmri", {
+        # planted 0 but best at 3: not recovered; random wins at layer 3
+        "anterior": ([0.05, 0.10, 0.20, 0.30], [0.10, 0.20, 0.30, 0.40]),
+        "posterior": ([0.15, 0.50, 0.20, 0.10], [0.05, 0.10, 0.10, 0.05]),
+    }),
+}
+TRUTH = {
+    "study": "toy", "model": "m", "seed": 0,
+    "subjects": {
+        "01": {"modality": "eeg", "regions": {"anterior": 2, "posterior": 1}},
+        "02": {"modality": "fmri", "regions": {"anterior": 0, "posterior": 1}},
+    },
+}
+
+
+def _summary(with_all: bool = True) -> pd.DataFrame:
+    records = []
+    for subject, (modality, regions) in CURVES.items():
+        if with_all:  # an 'all' row set with the best score of all, at layer 0
+            regions = {**regions, "all": ([0.9, 0.0, 0.0, 0.0], [0.0] * N_LAYERS)}
+        for region, curves in regions.items():
+            for control, curve in zip(("trained", "random"), curves):
+                for layer, score in enumerate(curve):
+                    records.append({"subject": subject, "modality": modality,
+                                    "region": region, "model": "m", "control": control,
+                                    "layer": layer, "metric": "r", "score": score,
+                                    "n_targets": 5})
+    return pd.DataFrame.from_records(records, columns=SUMMARY_COLUMNS)
+
+
+@pytest.fixture
+def files(tmp_path):
+    summary_path = tmp_path / "align" / "summary.tsv"
+    summary_path.parent.mkdir()
+    _summary().to_csv(summary_path, sep="\t", index=False)
+    truth_path = tmp_path / "truth.json"
+    truth_path.write_text(json.dumps(TRUTH))
+    return summary_path, truth_path
+
+
+# --------------------------------------------------------------------------- tables
+def test_best_layers_argmax_and_random_at_that_layer():
+    best = best_layers(_summary(with_all=False))
+    assert list(best.columns) == ["subject", "modality", "model", "region", "layer",
+                                  "score", "random"]
+    assert len(best) == 4
+    for row in best.itertuples():
+        trained, random = CURVES[row.subject][1][row.region]
+        assert row.layer == int(np.argmax(trained))
+        assert row.score == pytest.approx(max(trained))
+        assert row.random == pytest.approx(random[row.layer])
+        assert row.modality == CURVES[row.subject][0]
+
+
+def test_best_layers_with_truth():
+    best = best_layers(_summary(), TRUTH).set_index(["subject", "region"])
+    assert best.loc[("01", "anterior"), "planted"] == 2
+    assert best.loc[("02", "anterior"), "planted"] == 0
+    # regions absent from the truth ('all') and unknown subjects get -1
+    assert best.loc[("01", "all"), "planted"] == -1
+    assert best.loc[("01", "all"), "layer"] == 0
+    other = best_layers(_summary(), {"subjects": {}})
+    assert (other["planted"] == -1).all()
+
+
+def test_best_layers_ignores_other_metrics():
+    summary = _summary(with_all=False)
+    extra = summary.assign(metric="r2", score=summary["score"][::-1].to_numpy())
+    best = best_layers(pd.concat([summary, extra], ignore_index=True))
+    pd.testing.assert_frame_equal(best, best_layers(summary))
+
+
+def test_recovery_table():
+    table = recovery_table(_summary(), TRUTH).set_index(["subject", "region"])
+    assert "all" not in table.index.get_level_values("region")
+    assert len(table) == 4
+    expected = {("01", "anterior"): (2, 2, True, True),
+                ("01", "posterior"): (1, 1, True, True),
+                ("02", "anterior"): (3, 0, False, False),
+                ("02", "posterior"): (1, 1, True, True)}
+    for key, (layer, planted, recovered, beats) in expected.items():
+        row = table.loc[key]
+        assert (row["layer"], row["planted"]) == (layer, planted), key
+        assert bool(row["recovered"]) is recovered, key
+        assert bool(row["beats_random"]) is beats, key
+    assert table.loc[("02", "anterior"), "random"] == pytest.approx(0.40)
+
+
+# --------------------------------------------------------------------------- HTML
+def _check_self_contained(html: str, n_figures: int) -> None:
+    assert html.startswith("<!DOCTYPE html>")
+    assert 'src="http' not in html and "href=\"http" not in html
+    assert "<script" not in html and "<link" not in html
+    images = re.findall(r'<img [^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(images) == n_figures
+    for png in images:
+        assert base64.b64decode(png).startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_make_report_with_truth(files, tmp_path):
+    summary_path, truth_path = files
+    out = tmp_path / "results" / "toy" / "report.html"
+    ret = make_report(summary_path, out, study="toy-study", description="A <b>test</b>",
+                      truth_path=truth_path)
+    assert ret == out and out.is_file()
+    html = out.read_text()
+    _check_self_contained(html, n_figures=2)
+    assert "<title>brainhead alignment report: toy-study</title>" in html
+    assert "A &lt;b&gt;test&lt;/b&gt;" in html  # description is escaped
+    for subject in ("01", "02"):
+        assert f"<figcaption>sub-{subject}</figcaption>" in html
+        assert f"<td>{subject}</td>" in html
+    assert "<h2>eeg</h2>" in html and "<h2>fmri</h2>" in html
+    assert "<th>planted</th>" in html and "Vertical line" in html
+    # one cell per region; only sub-02 anterior (best 3, planted 0) is not recovered
+    assert html.count('<td class="ok">') == 3
+    assert re.findall(r'<td class="bad">(\d+)</td>', html) == ["0"]
+    assert "<td>0.300</td>\n<td>0.400</td>" in html  # trained and random r, sub-02 ant
+    assert "<td>all</td>" not in html  # the 'all' rows are left out when regions exist
+    assert "48 summary rows, 2 subjects" in html  # 2 x 3 regions x 2 x 4
+    assert sorted(p.name for p in out.parent.iterdir()) == ["report.html"]  # no temp
+
+
+def test_make_report_without_truth(files, tmp_path):
+    summary_path, _ = files
+    out = tmp_path / "report.html"
+    make_report(summary_path, out, study="plain")
+    html = out.read_text()
+    _check_self_contained(html, n_figures=2)
+    assert "plain" in html and "sub-01" in html and "sub-02" in html
+    assert "planted" not in html and "Vertical line" not in html
+    assert 'class="ok"' not in html and 'class="bad"' not in html
+    assert html.count("<tr><td>") == 4  # one best-layer row per subject and region
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["align", "report.html", "truth.json"]
+
+
+def test_make_report_without_regions(tmp_path):
+    """A study without region labels falls back to the 'all' rows."""
+    summary = _summary()
+    summary = summary[summary["region"] == "all"]
+    path = tmp_path / "summary.tsv"
+    summary.to_csv(path, sep="\t", index=False)
+    out = make_report(path, tmp_path / "r.html", study="noreg")
+    html = out.read_text()
+    _check_self_contained(html, n_figures=2)
+    assert html.count("<td>all</td>") == 2
+
+
+def test_make_report_failure_leaves_no_file(tmp_path):
+    path = tmp_path / "summary.tsv"
+    _summary().to_csv(path, sep="\t", index=False)
+    out = tmp_path / "out" / "report.html"
+    with pytest.raises(FileNotFoundError):
+        make_report(path, out, study="x", truth_path=tmp_path / "missing.json")
+    assert not out.exists()
