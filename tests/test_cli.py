@@ -89,7 +89,7 @@ def test_module_help_subprocess():
 def test_console_script_installed():
     script = Path(sys.executable).parent / "brainhead"
     if not script.exists():
-        pytest.skip("no brainhead console script beside this interpreter")
+        pytest.skip(reason="no brainhead console script beside this interpreter (project not installed)")
     proc = subprocess.run([str(script), "--help"], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
