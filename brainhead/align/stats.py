@@ -1,0 +1,548 @@
+"""Permutation tests that respect the structure of the data, FDR, bootstrap CIs, layer stats.
+
+Permutations are generated as row indices (:func:`permute_indices`) and applied to the
+responses, never to the predictors, so any scorer can be tested with
+:func:`permutation_test`:
+
+- ``"stimulus"``: exchangeable rows (one row per stimulus or trial), optionally only
+  within groups (runs, sessions, subjects);
+- ``"block"``: contiguous blocks of ``block_size`` rows are shuffled within each run,
+  which keeps the autocorrelation within blocks (time series);
+- ``"circular"``: each run is circularly shifted by a random lag, which keeps all
+  autocorrelation except across the wrap point.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import NamedTuple
+
+import numpy as np
+from scipy import stats
+
+PERMUTATION_SCHEMES = ("stimulus", "block", "circular")
+ALTERNATIVES = ("greater", "less", "two-sided")
+_BATCH_ELEMENTS = 2**22  # rows x columns per bootstrap / sign-flip batch (32 MiB float64)
+
+
+def _check_option(value, allowed, name: str):
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+    return value
+
+
+def _check_positive_int(value, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or int(value) != value or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_ci(ci: float) -> float:
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must be in (0, 1), got {ci!r}")
+    return float(ci)
+
+
+def permute_indices(n: int, scheme: str = "stimulus", groups=None,
+                    block_size: int | None = None, rng=None, min_shift: int = 1
+                    ) -> np.ndarray:
+    """One random permutation of ``n`` row indices that respects the data's structure.
+
+    Parameters
+    ----------
+    n : int
+        Number of rows.
+    scheme : {"stimulus", "block", "circular"}
+        ``"stimulus"``: shuffle rows, within each group when ``groups`` is given.
+        ``"block"``: cut each run into contiguous blocks of ``block_size`` rows (the last
+        may be shorter) and shuffle the blocks within the run. ``"circular"``: shift each
+        run circularly by a random lag in ``[min_shift, n_run - min_shift]``.
+    groups : array-like, shape (n,), optional
+        Group (run) of each row; for ``"block"`` and ``"circular"`` the rows of a run, in
+        index order, are its time order. None: all rows form one group.
+    block_size : int, optional
+        Required for ``"block"``.
+    rng : None, int or numpy.random.Generator
+    min_shift : int
+        Smallest circular lag (``"circular"`` only); runs must be longer than
+        ``2 * min_shift - 1`` rows.
+
+    Returns
+    -------
+    index : ndarray of int, shape (n,)
+        A permutation of ``range(n)``; ``Y[index]`` is the permuted data. Every index stays
+        within its group.
+    """
+    n = _check_positive_int(n, "n")
+    _check_option(scheme, PERMUTATION_SCHEMES, "scheme")
+    rng = np.random.default_rng(rng)
+    if groups is None:
+        members = [np.arange(n)]
+    else:
+        groups = np.asarray(groups)
+        if groups.shape != (n,):
+            raise ValueError(f"groups must have shape ({n},), got {groups.shape}")
+        codes = np.unique(groups, return_inverse=True)[1]
+        order = np.argsort(codes, kind="stable")
+        members = np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)
+    if scheme == "block":
+        if block_size is None:
+            raise ValueError("scheme='block' needs block_size (rows per block)")
+        block_size = _check_positive_int(block_size, "block_size")
+    if scheme == "circular":
+        min_shift = _check_positive_int(min_shift, "min_shift")
+    index = np.arange(n)
+    for rows in members:
+        m = len(rows)
+        if scheme == "stimulus":
+            index[rows] = rows[rng.permutation(m)]
+        elif scheme == "block":
+            blocks = np.split(rows, np.arange(block_size, m, block_size))
+            index[rows] = np.concatenate([blocks[i] for i in rng.permutation(len(blocks))])
+        else:
+            if m < 2 * min_shift:
+                raise ValueError(f"a run of {m} rows is too short for circular shifts of at "
+                                 f"least min_shift={min_shift}")
+            shift = rng.integers(min_shift, m - min_shift + 1)
+            index[rows] = np.roll(rows, shift)
+    return index
+
+
+def permutation_pvalues(observed, null, alternative: str = "greater") -> np.ndarray:
+    """Permutation p-values with the ``(count + 1) / (n + 1)`` correction.
+
+    Parameters
+    ----------
+    observed : array-like, shape (n_targets,) or scalar
+    null : array-like, shape (n_permutations, n_targets) or (n_permutations,)
+        NaN null values are ignored per target (``n`` counts the finite ones).
+    alternative : {"greater", "less", "two-sided"}
+        ``"two-sided"`` doubles the smaller one-sided p-value (capped at 1), which does
+        not assume a null distribution centred on 0.
+
+    Returns
+    -------
+    p : ndarray, shape of ``observed``
+        In ``[1 / (n + 1), 1]``; NaN where ``observed`` is NaN or no null value is finite.
+    """
+    _check_option(alternative, ALTERNATIVES, "alternative")
+    obs = np.asarray(observed, dtype=np.float64)
+    null = np.asarray(null, dtype=np.float64)
+    if null.ndim == 0 or null.shape[1:] != obs.shape:
+        raise ValueError(f"null must be (n_permutations, *observed.shape) = (n, "
+                         f"{', '.join(map(str, obs.shape))}), got shape {null.shape}")
+    finite = np.isfinite(null)
+    n_valid = finite.sum(0)
+    with np.errstate(invalid="ignore"):
+        ge = ((null >= obs) & finite).sum(0)
+        le = ((null <= obs) & finite).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p_greater, p_less = (ge + 1.0) / (n_valid + 1.0), (le + 1.0) / (n_valid + 1.0)
+    p = {"greater": p_greater, "less": p_less,
+         "two-sided": np.minimum(2 * np.minimum(p_greater, p_less), 1.0)}[alternative]
+    return np.where(np.isnan(obs) | (n_valid == 0), np.nan, p)
+
+
+class PermutationResult(NamedTuple):
+    """Result of :func:`permutation_test`."""
+
+    observed: np.ndarray
+    """Observed scores, shape (n_targets,)."""
+    null: np.ndarray
+    """Scores of the permuted data, shape (n_permutations, n_targets)."""
+    pvalues: np.ndarray
+    """Permutation p-values, shape (n_targets,)."""
+
+
+def permutation_test(score_fn: Callable[[np.ndarray], np.ndarray], Y,
+                     n_permutations: int = 1000, scheme: str = "stimulus", groups=None,
+                     block_size: int | None = None, alternative: str = "greater",
+                     seed=0) -> PermutationResult:
+    """Permutation test of per-target scores, permuting the rows of the responses.
+
+    Parameters
+    ----------
+    score_fn : callable
+        ``score_fn(Y_permuted) -> scores`` of shape (n_targets,) (or a scalar); it holds
+        the fixed predictors, e.g. ``lambda Yp: pearson_r(pred, Yp)``.
+    Y : array-like, shape (n_samples, ...)
+        Responses; rows are permuted.
+    n_permutations : int
+    scheme, groups, block_size
+        See :func:`permute_indices`.
+    alternative : {"greater", "less", "two-sided"}
+        See :func:`permutation_pvalues`.
+    seed : None, int or numpy.random.Generator
+
+    Returns
+    -------
+    result : PermutationResult
+        ``(observed, null, pvalues)``.
+    """
+    n_permutations = _check_positive_int(n_permutations, "n_permutations")
+    Y = np.asarray(Y)
+    if Y.ndim < 1 or Y.shape[0] < 2:
+        raise ValueError(f"Y must have at least 2 rows, got shape {Y.shape}")
+    rng = np.random.default_rng(seed)
+    observed = np.atleast_1d(np.asarray(score_fn(Y), dtype=np.float64))
+    null = np.empty((n_permutations,) + observed.shape)
+    for i in range(n_permutations):
+        idx = permute_indices(Y.shape[0], scheme, groups=groups, block_size=block_size,
+                              rng=rng)
+        scores = np.atleast_1d(np.asarray(score_fn(Y[idx]), dtype=np.float64))
+        if scores.shape != observed.shape:
+            raise ValueError(f"score_fn returned shape {scores.shape} on permuted data but "
+                             f"{observed.shape} on the original")
+        null[i] = scores
+    return PermutationResult(observed, null, permutation_pvalues(observed, null, alternative))
+
+
+def fdr_bh(pvalues) -> np.ndarray:
+    """Benjamini-Hochberg FDR q-values (adjusted p-values), NaN-aware.
+
+    ``q_(i) = min_{j >= i} min(1, m p_(j) / j)`` over the ``m`` finite p-values sorted
+    ascending; equal to ``scipy.stats.false_discovery_control(p, method="bh")``.
+
+    Parameters
+    ----------
+    pvalues : array-like, any shape
+        NaN entries are left out of ``m`` and stay NaN.
+
+    Returns
+    -------
+    q : ndarray, shape of ``pvalues``
+        Monotone in p: a smaller p never gets a larger q.
+    """
+    p = np.asarray(pvalues, dtype=np.float64)
+    flat = p.ravel()
+    ok = ~np.isnan(flat)
+    vals = flat[ok]
+    if np.any((vals < 0) | (vals > 1)):
+        raise ValueError("p-values must be in [0, 1]")
+    q = np.full(flat.shape, np.nan)
+    m = vals.size
+    if m:
+        order = np.argsort(vals, kind="stable")
+        adj = vals[order] * m / np.arange(1, m + 1)
+        adj = np.minimum.accumulate(adj[::-1])[::-1]
+        out = np.empty(m)
+        out[order] = np.minimum(adj, 1.0)
+        q[ok] = out
+    return q.reshape(p.shape)
+
+
+@contextmanager
+def _quiet_nan():
+    """Silence numpy's empty/all-NaN slice warnings: the NaN result is the documented one."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=RuntimeWarning,
+                                message="(Mean of empty slice|All-NaN slice)")
+        yield
+
+
+def _percentile_ci(dist: np.ndarray, ci: float, axis: int = 0):
+    alpha = (1 - ci) / 2
+    with np.errstate(invalid="ignore"):
+        lo, hi = np.nanquantile(dist, [alpha, 1 - alpha], axis=axis)
+    return lo, hi
+
+
+def _weighted_r(W: np.ndarray, A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Pearson r per column for each row of resampling counts W (n_boot, n) -> (n_boot, t)."""
+    n = W.sum(1, keepdims=True)
+    ma, mb = W @ A / n, W @ B / n
+    cov = W @ (A * B) / n - ma * mb
+    va = W @ (A * A) / n - ma**2
+    vb = W @ (B * B) / n - mb**2
+    denom = np.sqrt(np.maximum(va, 0) * np.maximum(vb, 0))
+    scale = np.sqrt((W @ (A * A) / n) * (W @ (B * B) / n))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # a resample with (numerically) no variance has no correlation
+        return np.where(denom > 1e-12 * scale, cov / denom, np.nan)
+
+
+def _stat_fn(stat):
+    if callable(stat):
+        return stat
+    _check_option(stat, ("mean", "median"), "stat")
+    return np.nanmean if stat == "mean" else np.nanmedian
+
+
+def bootstrap_r_ci(y_true, y_pred, n_boot: int = 1000, ci: float = 0.95, seed=0,
+                   stat: str = "mean", per_target: bool = False) -> dict:
+    """Bootstrap CI of the Pearson r between data and predictions, resampling stimuli.
+
+    Rows (stimuli) are resampled with replacement; in each resample the Pearson r of every
+    target is recomputed (vectorised) and summarised over targets by ``stat``.
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like, shape (n_samples, n_targets) or (n_samples,)
+    n_boot : int
+    ci : float in (0, 1)
+        Coverage of the percentile interval.
+    seed : None, int or numpy.random.Generator
+    stat : {"mean", "median"}
+        Summary over targets (NaN targets ignored).
+    per_target : bool
+        Also return the per-target r and CIs.
+
+    Returns
+    -------
+    result : dict
+        ``estimate`` (stat of the observed r over targets), ``low``, ``high`` (percentile
+        CI of that stat), ``distribution`` (n_boot,); with ``per_target``: ``r``,
+        ``r_low``, ``r_high`` of shape (n_targets,).
+    """
+    A = np.asarray(y_true, dtype=np.float64)
+    B = np.asarray(y_pred, dtype=np.float64)
+    if A.ndim == 1 and B.ndim == 1:
+        A, B = A[:, None], B[:, None]
+    if A.ndim != 2 or A.shape != B.shape:
+        raise ValueError(f"y_true and y_pred must have the same shape (n_samples, n_targets),"
+                         f" got {np.shape(y_true)} and {np.shape(y_pred)}")
+    if A.shape[0] < 3:
+        raise ValueError(f"bootstrap_r_ci needs at least 3 samples, got {A.shape[0]}")
+    if not (np.all(np.isfinite(A)) and np.all(np.isfinite(B))):
+        raise ValueError("y_true and y_pred must be finite")
+    n_boot = _check_positive_int(n_boot, "n_boot")
+    ci = _check_ci(ci)
+    summary = _stat_fn(stat)
+    rng = np.random.default_rng(seed)
+    n, t = A.shape
+    A, B = A - A.mean(0), B - B.mean(0)  # centring first keeps the moment sums accurate
+    r_obs = _weighted_r(np.ones((1, n)), A, B)[0]
+    boot = np.empty((n_boot, t))
+    batch = max(1, _BATCH_ELEMENTS // max(n, t))
+    for s in range(0, n_boot, batch):
+        m = min(batch, n_boot - s)
+        W = rng.multinomial(n, np.full(n, 1.0 / n), size=m).astype(np.float64)
+        boot[s:s + m] = _weighted_r(W, A, B)
+    with _quiet_nan():
+        dist = summary(boot, axis=1)
+        estimate = float(summary(r_obs))
+        lo, hi = _percentile_ci(dist, ci)
+        out = {"estimate": estimate, "low": float(lo), "high": float(hi),
+               "distribution": dist}
+        if per_target:
+            r_lo, r_hi = _percentile_ci(boot, ci, axis=0)
+            out.update(r=r_obs, r_low=r_lo, r_high=r_hi)
+    return out
+
+
+def bootstrap_ci(values, n_boot: int = 1000, ci: float = 0.95, seed=0,
+                 stat="mean") -> dict:
+    """Percentile bootstrap CI of a statistic of independent units.
+
+    Parameters
+    ----------
+    values : array-like, shape (n_units,) or (n_units, n_columns)
+        Units (subjects, targets, stimuli) along axis 0 are resampled with replacement.
+    n_boot : int
+    ci : float in (0, 1)
+    seed : None, int or numpy.random.Generator
+    stat : {"mean", "median"} or callable
+        A callable is called as ``stat(sample, axis=1)`` on samples of shape
+        (n_batch, n_units, ...) and must reduce that axis (like ``np.mean``).
+
+    Returns
+    -------
+    result : dict
+        ``estimate`` (stat of ``values``), ``low``, ``high``, each a float (or an array of
+        shape (n_columns,)), and ``distribution`` of shape (n_boot[, n_columns]).
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim not in (1, 2) or x.shape[0] < 2:
+        raise ValueError(f"values must be (n_units,) or (n_units, n_columns) with "
+                         f"n_units >= 2, got shape {x.shape}")
+    n_boot = _check_positive_int(n_boot, "n_boot")
+    ci = _check_ci(ci)
+    fn = _stat_fn(stat)
+    rng = np.random.default_rng(seed)
+    n = x.shape[0]
+    width = x[0].size
+    dist = np.empty((n_boot,) + x.shape[1:])
+    batch = max(1, _BATCH_ELEMENTS // (n * width))
+    with _quiet_nan():
+        for s in range(0, n_boot, batch):
+            m = min(batch, n_boot - s)
+            dist[s:s + m] = fn(x[rng.integers(0, n, size=(m, n))], axis=1)
+        estimate = fn(x[None], axis=1)[0]
+        lo, hi = _percentile_ci(dist, ci)
+
+    def _out(v):
+        return float(v) if np.ndim(v) == 0 else np.asarray(v)
+
+    return {"estimate": _out(estimate), "low": _out(lo), "high": _out(hi),
+            "distribution": dist}
+
+
+class PairedResult(NamedTuple):
+    """Result of :func:`paired_test`."""
+
+    statistic: np.ndarray | float
+    """Wilcoxon W, or the mean difference ``a - b`` for the sign-flip test."""
+    pvalue: np.ndarray | float
+
+
+def _paired_1d(d, method, n_permutations, rng, alternative):
+    d = d[np.isfinite(d)]
+    if d.size < 2:
+        return np.nan, np.nan
+    if method == "wilcoxon":
+        if np.all(d == 0):
+            return 0.0, 1.0
+        res = stats.wilcoxon(d, alternative=alternative)
+        return float(res.statistic), float(res.pvalue)
+    observed = d.mean()
+    null = np.empty(n_permutations)
+    batch = max(1, _BATCH_ELEMENTS // d.size)
+    for s in range(0, n_permutations, batch):
+        m = min(batch, n_permutations - s)
+        signs = rng.integers(0, 2, size=(m, d.size)) * 2.0 - 1.0
+        null[s:s + m] = signs @ d / d.size
+    return float(observed), float(permutation_pvalues(observed, null, alternative))
+
+
+def paired_test(a, b, method: str = "wilcoxon", n_permutations: int = 10000, seed=0,
+                alternative: str = "two-sided") -> PairedResult:
+    """Paired test of ``a`` against ``b`` (e.g. trained vs random model, per layer).
+
+    Parameters
+    ----------
+    a, b : array-like, shape (n_units,) or (n_units, n_layers)
+        Paired scores over units (targets or subjects); columns are tested separately.
+        Pairs with a NaN are dropped.
+    method : {"wilcoxon", "signflip"}
+        ``"wilcoxon"``: signed-rank test of ``a - b`` (:func:`scipy.stats.wilcoxon`).
+        ``"signflip"``: the mean difference against ``n_permutations`` random sign flips
+        of the differences (exchangeable under a null symmetric about 0), p-values from
+        :func:`permutation_pvalues`.
+    n_permutations : int
+        Sign-flip only.
+    seed : None, int or numpy.random.Generator
+        Sign-flip only.
+    alternative : {"two-sided", "greater", "less"}
+        ``"greater"``: ``a`` larger than ``b``.
+
+    Returns
+    -------
+    result : PairedResult
+        ``(statistic, pvalue)``, floats or arrays of shape (n_layers,). NaN where fewer
+        than 2 pairs are finite.
+    """
+    _check_option(method, ("wilcoxon", "signflip"), "method")
+    _check_option(alternative, ALTERNATIVES, "alternative")
+    n_permutations = _check_positive_int(n_permutations, "n_permutations")
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim not in (1, 2):
+        raise ValueError(f"a and b must have the same shape (n_units,) or (n_units, "
+                         f"n_layers), got {a.shape} and {b.shape}")
+    rng = np.random.default_rng(seed)
+    d = (a - b).reshape(a.shape[0], -1)
+    res = np.array([_paired_1d(d[:, j], method, n_permutations, rng, alternative)
+                    for j in range(d.shape[1])])
+    if a.ndim == 1:
+        return PairedResult(float(res[0, 0]), float(res[0, 1]))
+    return PairedResult(res[:, 0], res[:, 1])
+
+
+def best_layer_on_train(train_scores, test_scores, per_target: bool = True) -> dict:
+    """Held-out score of the layer chosen on training scores, fold by fold.
+
+    In each outer fold the layer is chosen by its inner (training) score only; the score
+    reported is that layer's held-out score in the same fold, so the choice of the best
+    layer never sees test data and the reported score is not inflated by it.
+
+    Parameters
+    ----------
+    train_scores : array-like, shape (n_folds, n_layers) or (n_folds, n_layers, n_targets)
+        Inner-CV (training-set) scores; NaN layers are never chosen.
+    test_scores : array-like, same shape
+        Held-out scores of the same folds and layers.
+    per_target : bool
+        With targets: choose a layer per target (True) or one layer per fold by the mean
+        training score over targets (False).
+
+    Returns
+    -------
+    result : dict
+        ``layer``: chosen layer, shape (n_folds,) or (n_folds, n_targets); ``score``:
+        its held-out score, same shape; ``mean``: ``score`` averaged over folds (shape
+        () or (n_targets,)).
+    """
+    train = np.asarray(train_scores, dtype=np.float64)
+    test = np.asarray(test_scores, dtype=np.float64)
+    if train.shape != test.shape or train.ndim not in (2, 3):
+        raise ValueError(f"train_scores and test_scores must have the same shape (n_folds, "
+                         f"n_layers[, n_targets]), got {train.shape} and {test.shape}")
+    with _quiet_nan():
+        sel = train if per_target or train.ndim == 2 else np.nanmean(train, axis=2)
+    all_nan = np.all(np.isnan(sel), axis=1)
+    if np.any(all_nan):
+        raise ValueError(f"every layer has a NaN training score in "
+                         f"{int(all_nan.sum())} fold(s)/target(s); no layer can be chosen")
+    layer = np.nanargmax(sel, axis=1)
+    if train.ndim == 3 and not per_target:
+        layer = np.repeat(layer[:, None], train.shape[2], axis=1)
+    score = np.take_along_axis(test, layer[:, None], axis=1)[:, 0]
+    with _quiet_nan():
+        mean = np.nanmean(score, axis=0)
+    return {"layer": layer, "score": score, "mean": mean if np.ndim(mean) else float(mean)}
+
+
+def intermediate_layer_advantage(layer_scores, n_boot: int = 1000, ci: float = 0.95,
+                                 seed=0) -> dict:
+    """How much better the best layer is than the last one, with a bootstrap CI.
+
+    Parameters
+    ----------
+    layer_scores : array-like, shape (n_layers, n_units)
+        Scores of every layer for each unit (target, region or subject); NaN ignored.
+    n_boot : int
+    ci : float in (0, 1)
+    seed : None, int or numpy.random.Generator
+
+    Returns
+    -------
+    result : dict
+        ``best_layer`` (int, by mean over units), ``relative_depth`` (``best_layer /
+        (n_layers - 1)``), ``gap`` (best-layer mean minus last-layer mean, >= 0),
+        ``gap_low``, ``gap_high`` (percentile CI over units resampled with replacement,
+        the best layer re-chosen in each resample), ``gap_distribution`` (n_boot,) and
+        ``p_last_best`` (fraction of resamples whose best layer is the last). Because the
+        best layer is re-chosen, the gap is >= 0 in every resample: read ``p_last_best``
+        (not whether the CI contains 0) as the evidence against "the last layer is best".
+    """
+    S = np.asarray(layer_scores, dtype=np.float64)
+    if S.ndim != 2 or S.shape[0] < 2 or S.shape[1] < 2:
+        raise ValueError(f"layer_scores must be (n_layers, n_units) with at least 2 layers "
+                         f"and 2 units, got shape {S.shape}")
+    n_boot = _check_positive_int(n_boot, "n_boot")
+    ci = _check_ci(ci)
+    valid = np.isfinite(S)
+    if not np.all(valid.any(axis=1)):
+        raise ValueError("a layer has no finite score")
+    filled = np.where(valid, S, 0.0)
+    n_layers, n_units = S.shape
+    means = filled.sum(1) / valid.sum(1)
+    best = int(np.argmax(means))
+    rng = np.random.default_rng(seed)
+    gaps = np.empty(n_boot)
+    last_best = np.empty(n_boot, dtype=bool)
+    batch = max(1, _BATCH_ELEMENTS // max(n_units, n_layers))
+    for s in range(0, n_boot, batch):
+        m = min(batch, n_boot - s)
+        W = rng.multinomial(n_units, np.full(n_units, 1.0 / n_units), size=m).astype(float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mb = (W @ filled.T) / (W @ valid.T)  # (m, n_layers)
+        mb_best = np.nanmax(np.where(np.isnan(mb), -np.inf, mb), axis=1)
+        gaps[s:s + m] = mb_best - mb[:, -1]
+        last_best[s:s + m] = mb[:, -1] >= mb_best
+    lo, hi = _percentile_ci(gaps, ci)
+    return {"best_layer": best, "relative_depth": best / (n_layers - 1),
+            "gap": float(means[best] - means[-1]), "gap_low": float(lo),
+            "gap_high": float(hi), "gap_distribution": gaps,
+            "p_last_best": float(last_best.mean())}
