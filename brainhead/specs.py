@@ -163,8 +163,8 @@ def _schema_problems(instance: Any, schema: dict, where: str) -> list[str]:
                 problems.append(f"{where}: unknown key '{full}' (allowed here: {allowed})")
             continue
         if err.validator == "oneOf" and key == "source":
-            msg = ("must be 'simulated', a mapping with bids_root and task, or a mapping "
-                   f"with files; got {err.instance!r}")
+            msg = ("must be 'simulated', a mapping with bids_root and task, a mapping "
+                   f"with files, or a mapping with dataset and root; got {err.instance!r}")
         else:
             msg = err.message
         problems.append(f"{where}: key '{key}': {msg}")
@@ -211,6 +211,10 @@ def _subject_problems(raw: dict, path: Path, study: dict, root: Path) -> list[st
             problems.append(
                 f"{where}: key 'source': 'simulated' needs a 'simulate' section in study.yaml"
             )
+    elif "dataset" in source:
+        from .io.datasets import check_source
+
+        problems += check_source(source, raw["modality"], where, root)
     else:
         paths = []
         if "bids_root" in source:
@@ -236,6 +240,12 @@ def _subject_problems(raw: dict, path: Path, study: dict, root: Path) -> list[st
     for problem in _schema_problems(overrides, mod_schema, where):
         problems.append(problem.replace("key '", "key 'preprocess.", 1))
     return problems
+
+
+#: Preprocessing keys that may name a file (made absolute against study.yaml's folder).
+#: A value without a slash or a dot is a name (e.g. a built-in montage), left as is.
+_PREPROCESS_PATHS = ("mask", "parcellation", "parcellation_lut", "atlas", "atlas_lut",
+                     "montage")
 
 
 def load_subject(path: Path | str, study_config: dict, root: Path) -> SubjectSpec:
@@ -265,8 +275,22 @@ def load_subject(path: Path | str, study_config: dict, root: Path) -> SubjectSpe
         load_schema("study")["$defs"][raw["modality"]],
         load_schema("study"),
     )
+    missing = []
+    for key in _PREPROCESS_PATHS:  # files named in preprocessing: relative to study.yaml
+        value = preprocess.get(key)
+        if isinstance(value, str) and ("/" in value or "." in value):
+            preprocess[key] = str((root / value).resolve())
+            if not Path(preprocess[key]).exists():
+                missing.append(f"{_rel(path)}: subject '{raw['subject']}': key "
+                               f"'preprocess.{key}': file not found: {_rel(root / value)}")
+    if missing:
+        raise SpecError(missing)
     source = raw["source"]
-    if isinstance(source, dict):
+    if isinstance(source, dict) and "dataset" in source:
+        from .io.datasets import resolve_source
+
+        source = resolve_source(source, root)
+    elif isinstance(source, dict):
         source = dict(source)
         for key in ("bids_root", "mask"):
             if key in source:

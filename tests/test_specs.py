@@ -332,7 +332,8 @@ def test_validate_study_config_names_path():
         validate_study_config({"name": "x"}, "my/study.yaml")
     cfg = validate_study_config({"name": "x", "seed": 0})
     assert cfg["align"] == {"alphas_log10": [-1, 6, 15], "n_inner_splits": 3,
-                            "view": "stimulus"}
+                            "view": "stimulus", "n_permutations": 1000,
+                            "n_bootstraps": 1000, "ci": 0.95, "min_ceiling": 0.3}
     assert cfg["preprocess"]["seeg"]["high_gamma"] == [70, 150]
 
 
@@ -403,7 +404,8 @@ def test_fill_defaults_rejects_remote_ref():
 
 def test_fill_defaults_fills_array_items():
     cfg = validate_study_config({"name": "x", "seed": 0})
-    assert cfg["features"]["models"] == [{"name": "minilm", "path": "minilm", "pooling": "mean"}]
+    assert cfg["features"]["models"] == [{"name": "minilm", "path": "minilm", "pooling": "mean",
+                                          "context_words": 0}]
 
 
 def test_schema_defaults_are_valid():
@@ -413,3 +415,18 @@ def test_schema_defaults_are_valid():
     schema = load_schema("study")
     cfg = validate_study_config({"name": "x", "seed": 0})
     assert list(Draft202012Validator(schema).iter_errors(cfg)) == []
+
+
+def test_preprocess_file_paths_are_resolved_and_checked(tmp_path):
+    root = _copy_demo(tmp_path)
+    sub = root / "subjects" / "sub-f01.yaml"
+    cfg = yaml.safe_load(sub.read_text())
+    cfg["preprocess"] = {"mask": "masks/brain.nii.gz"}
+    sub.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SpecError, match=r"sub-f01\.yaml: subject 'f01': key 'preprocess\.mask': "
+                                        r"file not found: .*masks/brain\.nii\.gz"):
+        load_study(root)
+    (root / "masks").mkdir()
+    (root / "masks" / "brain.nii.gz").write_bytes(b"")
+    spec = load_study(root).subjects["f01"]
+    assert spec.preprocess["mask"] == str((root / "masks" / "brain.nii.gz").resolve())

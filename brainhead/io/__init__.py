@@ -10,6 +10,7 @@ from .readers import (
     read_bids_raw,
     read_bold,
     read_events_tsv,
+    read_mat,
     read_raw,
     stimulus_table,
 )
@@ -33,7 +34,7 @@ from .table import (
 
 __all__ = [
     "RAW_READERS", "RecordingError", "read_bids_raw", "read_bold", "read_events_tsv",
-    "read_raw", "stimulus_table", "atomic_path", "provenance", "read_arrays",
+    "read_mat", "read_raw", "stimulus_table", "atomic_path", "provenance", "read_arrays",
     "read_attrs", "read_responses", "spec_hash", "write_arrays", "write_responses",
     "VIEW_AXES", "ResponseTable", "ResponseTableError", "Targets", "View",
 ]

@@ -32,38 +32,223 @@ def _where(path, subject: str | None) -> str:
     return f"{who}{os.path.relpath(path)}"
 
 
-def read_raw(path: str | os.PathLike, *, subject: str | None = None):
+def _edf_expected_size(path: Path) -> tuple[int, int] | None:
+    """Header-declared size of an EDF/BDF file and the number of data records.
+
+    Returns ``None`` when the header leaves the number of records open (-1), which
+    EDF allows while a recording is still being written.
+    """
+    with open(path, "rb") as fid:
+        head = fid.read(256)
+        if len(head) < 256:
+            raise ValueError(f"the file has {len(head)} bytes, fewer than the 256-byte "
+                             "EDF/BDF header")
+        try:
+            n_records = int(head[236:244].decode("ascii").strip())
+            n_signals = int(head[252:256].decode("ascii").strip())
+        except ValueError as err:
+            raise ValueError("the header's number of records or signals is not a "
+                             "number") from err
+        if n_records < 0:
+            return None
+        fid.seek(256 + 216 * n_signals)
+        block = fid.read(8 * n_signals)
+    if len(block) < 8 * n_signals:
+        raise ValueError(f"the header declares {n_signals} signals but the file ends "
+                         "inside the signal headers")
+    try:
+        n_samples = [int(block[8 * i:8 * i + 8].decode("ascii").strip())
+                     for i in range(n_signals)]
+    except ValueError as err:
+        raise ValueError("a signal's number of samples per record is not a number") from err
+    sample_bytes = 3 if path.suffix.lower() == ".bdf" else 2
+    header_bytes = 256 * (n_signals + 1)
+    return header_bytes + n_records * sum(n_samples) * sample_bytes, n_records
+
+
+def _check_edf_size(path: Path, ext: str, where: str) -> None:
+    """An EDF/BDF file must hold at least the bytes its header declares."""
+    kind = ext[1:].upper()
+    try:
+        expected = _edf_expected_size(path)
+    except ValueError as err:
+        raise RecordingError(f"{where}: cannot be read: not a valid {kind} file: "
+                             f"{err}") from err
+    size = path.stat().st_size
+    if expected is not None and size < expected[0]:
+        raise RecordingError(
+            f"{where}: cannot be read: truncated {kind} file: the header declares {expected[1]} data "
+            f"records ({expected[0]} bytes) but the file has {size} bytes"
+        )
+
+
+def _check_companions(path: Path, ext: str, where: str) -> None:
+    """The files a multi-file format needs beside ``path`` must exist."""
+    if ext == ".vhdr":
+        text = path.read_text(encoding="latin-1", errors="replace")
+        for key in ("DataFile", "MarkerFile"):
+            match = next((ln.split("=", 1)[1].strip() for ln in text.splitlines()
+                          if ln.strip().startswith(f"{key}=")), None)
+            if match is None:
+                if key == "DataFile":
+                    raise RecordingError(f"{where}: the BrainVision header names no "
+                                         "DataFile")
+                continue
+            if not (path.parent / match).is_file():
+                raise RecordingError(f"{where}: the BrainVision header's {key} "
+                                     f"{match!r} is not beside it")
+
+
+def read_raw(path: str | os.PathLike, *, subject: str | None = None, preload: bool = True):
     """Read an EEG/iEEG file with the MNE reader its extension calls for.
 
     Parameters
     ----------
     path : path-like
-        EDF/EDF+, BDF, BrainVision (.vhdr), FIF, EEGLAB (.set) or GDF.
+        EDF/EDF+ (``.edf``), BDF (``.bdf``), BrainVision (``.vhdr``), FIF (``.fif``,
+        ``.fif.gz``), EEGLAB (``.set``, with its ``.fdt`` if the data are separate) or
+        GDF (``.gdf``).
     subject : str | None
         Used in error messages.
+    preload : bool
+        Load the data into memory (default), which also reads every sample once so that
+        a damaged data section is reported here.
 
     Returns
     -------
     raw : mne.io.Raw
-        Preloaded.
+        With the file's annotations.
+
+    Raises
+    ------
+    RecordingError
+        Naming the file (and subject) when the file is missing, of an unsupported type,
+        truncated (EDF/BDF: fewer bytes than the header declares), has duplicate
+        channel names, has annotations outside the recording, lacks a companion file
+        (BrainVision ``.eeg``/``.vmrk``) or cannot be parsed by MNE.
+
+    Notes
+    -----
+    BrainVision free-text markers, which MNE reads as ``Comment/<text>``, are renamed
+    ``<text>`` so that an exported annotation reads back as itself.
     """
+    import warnings
+
     import mne
 
     path = Path(path)
-    ext = path.suffix.lower()
+    where = _where(path, subject)
+    name = path.name.lower()
+    ext = ".fif" if name.endswith(".fif.gz") else path.suffix.lower()
     if ext not in RAW_READERS:
         raise RecordingError(
-            f"{_where(path, subject)}: unsupported file type {ext!r}; expected one of "
-            f"{sorted(RAW_READERS)}"
+            f"{where}: unsupported file type {ext!r}; expected one of {sorted(RAW_READERS)}"
         )
     if not path.is_file():
-        raise RecordingError(f"{_where(path, subject)}: file not found")
+        raise RecordingError(f"{where}: file not found")
+    if ext in (".edf", ".bdf"):
+        _check_edf_size(path, ext, where)
+    _check_companions(path, ext, where)
     reader = getattr(mne.io, RAW_READERS[ext])
-    try:
-        raw = reader(path, preload=True, verbose="error")
-    except Exception as err:  # MNE raises many types for broken files
-        raise RecordingError(f"{_where(path, subject)}: cannot be read: {err}") from err
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            # "warning" so that MNE's warnings reach ``caught`` (checked below).
+            raw = reader(path, preload=preload, verbose="warning")
+        except Exception as err:  # MNE raises many types for broken files
+            raise RecordingError(f"{where}: cannot be read: {err}") from err
+    for warning in caught:
+        text = str(warning.message)
+        if "names are not unique" in text:
+            dups = text.split("duplicates for:", 1)[-1].split(". Applying", 1)[0].strip()
+            raise RecordingError(f"{where}: duplicate channel names {dups}; every channel "
+                                 "must have its own name")
+        if "outside data range" in text:
+            raise RecordingError(f"{where}: events outside the recording: {text} "
+                                 f"(the recording lasts {raw.times[-1]:.3f} s)")
+        if "does not match the file size" in text:
+            raise RecordingError(f"{where}: truncated or padded file: {text}")
+    if ext == ".vhdr" and len(raw.annotations):
+        # Free-text BrainVision markers (as written by MNE's exporter) read back as
+        # "Comment/<text>": keep the text, which is what was annotated.
+        desc = [d[len("Comment/"):] if d.startswith("Comment/") else d
+                for d in raw.annotations.description]
+        raw.annotations.description = np.asarray(desc, dtype=str)
     return raw
+
+
+def read_mat(path: str | os.PathLike, *, subject: str | None = None,
+             variables: list[str] | None = None) -> dict:
+    """Read a MATLAB ``.mat`` file (v4 to v7 through scipy, v7.3 through h5py).
+
+    Parameters
+    ----------
+    path : path-like
+    subject : str | None
+        Used in error messages.
+    variables : list of str | None
+        Variables to load (all when ``None``); a missing one is an error.
+
+    Returns
+    -------
+    data : dict
+        Variable name to value. Numeric arrays keep MATLAB's axis order (v7.3 arrays,
+        stored transposed by MATLAB, are transposed back); structs become
+        ``scipy.io.matlab.mat_struct``-like objects with attributes (v5) or dicts
+        (v7.3); cell arrays become object arrays (v5) or lists (v7.3).
+
+    Raises
+    ------
+    RecordingError
+        Naming the file and subject when it is missing, not a MAT-file, or lacks one
+        of ``variables``.
+    """
+    import scipy.io
+
+    path = Path(path)
+    where = _where(path, subject)
+    if not path.is_file():
+        raise RecordingError(f"{where}: file not found")
+    with open(path, "rb") as fid:
+        head = fid.read(128)
+    if head[:19] == b"MATLAB 7.3 MAT-file" or head[:8] == b"\x89HDF\r\n\x1a\n":
+        data = _read_mat_h5(path, where, variables)
+    else:
+        try:
+            data = scipy.io.loadmat(path, variable_names=variables, squeeze_me=True,
+                                    struct_as_record=False)
+        except NotImplementedError:  # v7.3 without the usual text header
+            data = _read_mat_h5(path, where, variables)
+        except Exception as err:
+            raise RecordingError(f"{where}: cannot be read as a MATLAB file: {err}") from err
+    data = {k: v for k, v in data.items() if not k.startswith("__")}
+    missing = [v for v in (variables or []) if v not in data]
+    if missing:
+        raise RecordingError(f"{where}: variable(s) {missing} not in the file (it has "
+                             f"{sorted(data)[:10]})")
+    return data
+
+
+def _read_mat_h5(path: Path, where: str, variables: list[str] | None) -> dict:
+    import h5py
+
+    def convert(obj, fid):
+        if isinstance(obj, h5py.Group):
+            return {k: convert(obj[k], fid) for k in obj if not k.startswith("#")}
+        value = obj[()]
+        if obj.dtype == h5py.ref_dtype:
+            return [convert(fid[ref], fid) for ref in np.asarray(value).T.ravel()]
+        if obj.attrs.get("MATLAB_class", b"") == b"char":
+            return "".join(map(chr, np.asarray(value).ravel()))
+        return np.squeeze(np.asarray(value).T) if np.ndim(value) else value
+
+    try:
+        with h5py.File(path, "r") as fid:
+            names = [k for k in fid if not k.startswith("#")]
+            return {k: convert(fid[k], fid) for k in names
+                    if variables is None or k in variables}
+    except OSError as err:
+        raise RecordingError(f"{where}: cannot be read as a MATLAB v7.3 file: {err}") from err
 
 
 def read_bids_raw(bids_root, subject: str, task: str, datatype: str, *, run=None,
@@ -87,11 +272,14 @@ def read_bids_raw(bids_root, subject: str, task: str, datatype: str, *, run=None
             f"BIDS root {os.path.relpath(bids_root)}"
         )
     data_files = [m for m in matches if m.extension not in (".json", ".tsv")]
+    where = _where(data_files[0].fpath, subject)
+    if data_files[0].extension in (".edf", ".bdf"):
+        _check_edf_size(Path(data_files[0].fpath), data_files[0].extension, where)
     try:
         raw = read_raw_bids(data_files[0], verbose="error")
         raw.load_data()
     except Exception as err:
-        raise RecordingError(f"{_where(data_files[0].fpath, subject)}: cannot be read: {err}") from err
+        raise RecordingError(f"{where}: cannot be read: {err}") from err
     return raw
 
 

@@ -14,7 +14,7 @@ from ..io.store import provenance, write_responses
 from ..io.table import ResponseTable
 from ._common import bids_root_of, load_runs
 from .eeg import preprocess_eeg
-from .fmri import find_bids_func_runs, preprocess_fmri
+from .fmri import preprocess_fmri
 from .seeg import preprocess_seeg
 
 __all__ = ["preprocess_subject", "run_preprocessing", "preprocess_eeg", "preprocess_seeg",
@@ -35,36 +35,45 @@ def run_preprocessing(study, subject: str, results_dir: str | Path) -> ResponseT
     if subject not in study.subjects:
         raise KeyError(f"{study.path}: no subject '{subject}' (have {sorted(study.subjects)})")
     spec = study.subjects[subject]
+    if isinstance(spec.source, dict) and "dataset" in spec.source:
+        return _from_dataset(spec, seed=study.seed)
     bids_root = bids_root_of(spec, study.root, Path(results_dir))
     if spec.modality == "fmri":
         return _fmri(spec, bids_root)
     datatype = "eeg" if spec.modality == "eeg" else "ieeg"
     runs = load_runs(spec, bids_root, datatype)
     if spec.modality == "eeg":
-        return preprocess_eeg(spec, runs)
+        return preprocess_eeg(spec, runs, seed=study.seed)
     return preprocess_seeg(spec, runs)
 
 
-def _fmri(spec, bids_root):
-    src = spec.source if isinstance(spec.source, dict) else {}
-    if bids_root is not None:
-        task = src.get("task", "sentences")
-        runs = find_bids_func_runs(bids_root, spec.subject, task)
-        excluded = {str(r) for r in spec.exclude_runs}
-        runs = [r for r in runs if r[0] not in excluded]
-        func = Path(bids_root) / f"sub-{spec.subject}" / "func"
-        masks = sorted(func.glob(f"sub-{spec.subject}_*desc-brain_mask.nii*"))
-        regions = sorted(func.glob(f"sub-{spec.subject}_*desc-regions_dseg.nii*"))
-    else:
-        runs = [(str(i), Path(f), Path(e)) for i, (f, e) in
-                enumerate(zip(src["files"], src.get("events", [])), start=1)
-                if str(i) not in {str(r) for r in spec.exclude_runs}]
-        masks = [Path(src["mask"])] if "mask" in src else []
-        regions = []
-    if spec.preprocess.get("mask"):
-        masks = [Path(spec.preprocess["mask"])]
-    return preprocess_fmri(spec, runs, masks[0] if masks else None,
-                           regions[0] if regions else None)
+def _from_dataset(spec, seed: int = 0) -> ResponseTable:
+    """Preprocess a subject read by a dataset adapter (see :mod:`brainhead.io.datasets`)."""
+    import mne
+
+    from ..io.datasets import FmriRuns, load_dataset
+
+    data = load_dataset(spec)
+    if isinstance(data, ResponseTable):
+        return data.validate()
+    if isinstance(data, FmriRuns):
+        from .fmri import preprocess_fmri_runs
+
+        return preprocess_fmri_runs(spec, data)
+    if isinstance(data, mne.BaseEpochs):
+        from .eeg import preprocess_eeg_epochs
+
+        return preprocess_eeg_epochs(spec, data, seed=seed)
+    if spec.modality == "eeg":
+        return preprocess_eeg(spec, data, seed=seed)
+    return preprocess_seeg(spec, data)
+
+
+def _fmri(spec, bids_root) -> ResponseTable:
+    """fMRI from the simulated/BIDS dataset or ``source.files``, as :class:`FmriRuns`."""
+    from .fmri import preprocess_fmri_runs, runs_from_files
+
+    return preprocess_fmri_runs(spec, runs_from_files(spec, bids_root))
 
 
 def preprocess_subject(study, subject: str, results_dir: str | Path,

@@ -1,7 +1,25 @@
-"""fMRI: masking, detrending, standardisation and stimulus-level betas through nilearn.
+"""fMRI: masking, confounds, standardisation and stimulus-level responses through nilearn.
 
-Writes two views: ``stimulus`` (one least-squares-all GLM beta per stimulus and voxel,
-HRF from nilearn) and ``timeseries`` (the cleaned BOLD per TR with the stimulus onsets).
+Every input path (the simulated BIDS dataset, a BIDS root, plain files, a dataset
+adapter) becomes :class:`~brainhead.io.datasets.FmriRuns`, preprocessed by
+:func:`preprocess_fmri_runs`:
+
+1. checks, before any work: 4D images on one grid, a repetition time, events with
+   ``onset``/``duration`` and ``trial_type`` or ``stim_id`` inside each run, one
+   confound row per volume, a mask on the image grid;
+2. brain mask: the one given (``preprocess.mask`` or the source's), else computed from
+   the data (:func:`nilearn.masking.compute_epi_mask`) or nilearn's MNI152 template
+   mask resampled to the data (``brain_mask: mni152``);
+3. per run, :class:`nilearn.maskers.NiftiMasker` (or
+   :class:`~nilearn.maskers.NiftiLabelsMasker` with a ``parcellation``) with optional
+   smoothing, regressing out the confounds (motion parameters when the source has them),
+   detrending, high-pass filtering and z-scoring;
+4. responses, view ``stimulus``: one beta per event from a first-level GLM
+   (least-squares-all or least-squares-separate on nilearn design matrices, fitted by
+   :func:`nilearn.glm.first_level.run_glm`), or one row per volume inside each event
+   (``response: volume``, the hemodynamic delay taken into account);
+5. view ``timeseries``: the cleaned signal per TR with the events (onset, duration,
+   stim_id, run) kept for FIR models downstream.
 """
 
 from __future__ import annotations
@@ -14,10 +32,20 @@ import numpy as np
 import pandas as pd
 
 from .._logging import logger
-from ..io.readers import RecordingError, read_bold, read_events_tsv
+from ..io.datasets import FmriRun, FmriRuns
+from ..io.readers import RecordingError, read_bold
 from ..io.table import ResponseTable, Targets, View
 
+__all__ = ["find_bids_func_runs", "lsa_betas", "lss_betas", "preprocess_fmri",
+           "preprocess_fmri_runs", "read_events", "read_motion", "read_onset_files",
+           "volume_responses"]
 
+
+def _rel(path) -> str:
+    return os.path.relpath(path) if path is not None else "<in memory>"
+
+
+# --------------------------------------------------------------------------- inputs
 def find_bids_func_runs(bids_root: Path, subject: str, task: str) -> list[tuple[str, Path, Path]]:
     """``(run, bold, events)`` triples of a subject's BIDS func folder, sorted by run."""
     func = Path(bids_root) / f"sub-{subject}" / "func"
@@ -35,127 +63,533 @@ def find_bids_func_runs(bids_root: Path, subject: str, task: str) -> list[tuple[
     return out
 
 
-def _check_mask(mask_img, bold_img, subject: str, mask_path) -> None:
-    if mask_img.shape[:3] != bold_img.shape[:3] or not np.allclose(mask_img.affine, bold_img.affine):
-        raise RecordingError(
-            f"sub-{subject}: mask {os.path.relpath(mask_path)} (shape {mask_img.shape[:3]}) "
-            f"does not match the BOLD grid (shape {bold_img.shape[:3]})"
-        )
-
-
-def lsa_betas(Y: np.ndarray, frame_times: np.ndarray, events: pd.DataFrame,
-              hrf_model: str, high_pass: float | None) -> tuple[np.ndarray, list[str]]:
-    """Least-squares-all betas: one regressor per stimulus, cosine drifts, OLS.
+def read_events(path: str | os.PathLike, *, subject: str | None = None) -> pd.DataFrame:
+    """Read a BIDS ``events.tsv`` for fMRI.
 
     Parameters
     ----------
-    Y : ndarray, shape (n_scans, n_voxels)
-    frame_times : ndarray, shape (n_scans,)
-    events : DataFrame with ``onset``, ``duration`` and ``stim_id``
+    path : path-like
+        Tab-separated with ``onset`` and ``duration`` (s) and ``trial_type`` and/or
+        ``stim_id``; ``n/a`` is missing.
+    subject : str | None
+        Named in error messages.
 
     Returns
     -------
-    betas : ndarray, shape (n_stimuli, n_voxels)
-    stim_ids : list of str
-        In the order of ``betas``' rows.
+    events : DataFrame
+        Columns ``onset``, ``duration``, ``trial_type``, ``stim_id`` (strings; a missing
+        one copied from the other); ``events.attrs["path"]`` is the file.
     """
+    path = Path(path)
+    who = f"sub-{subject}: " if subject else ""
+    if not path.is_file():
+        raise RecordingError(f"{who}{_rel(path)}: events file not found")
+    events = pd.read_csv(path, sep="\t", na_values="n/a",
+                         dtype={"trial_type": str, "stim_id": str})
+    events.attrs["path"] = str(path)
+    return _check_event_columns(events, subject, path)
+
+
+def _check_event_columns(events: pd.DataFrame, subject, path) -> pd.DataFrame:
+    who = f"sub-{subject}: " if subject else ""
+    missing = [c for c in ("onset", "duration") if c not in events.columns]
+    if "trial_type" not in events.columns and "stim_id" not in events.columns:
+        missing.append("trial_type or stim_id")
+    if missing:
+        raise RecordingError(f"{who}{_rel(path)}: events lack column(s) {missing}; they have "
+                             f"{list(events.columns)}")
+    events = events.copy()
+    for col in ("onset", "duration"):
+        values = pd.to_numeric(events[col], errors="coerce")
+        if values.isna().any():
+            rows = (np.flatnonzero(values.isna().to_numpy()) + 1).tolist()
+            raise RecordingError(f"{who}{_rel(path)}: column {col!r} is not a number in "
+                                 f"event row(s) {rows[:5]}")
+        events[col] = values.astype(float)
+    if "stim_id" not in events.columns:
+        events["stim_id"] = events["trial_type"]
+    if "trial_type" not in events.columns:
+        events["trial_type"] = events["stim_id"]
+    events["stim_id"] = events["stim_id"].astype(str)
+    events["trial_type"] = events["trial_type"].astype(str)
+    events.attrs["path"] = str(path) if path is not None else None
+    return events
+
+
+def read_onset_files(folder: str | os.PathLike, conditions: dict[str, str], *,
+                     subject: str | None = None) -> pd.DataFrame:
+    """Events of one run in the OpenFMRI layout.
+
+    Parameters
+    ----------
+    folder : path-like
+        ``model/model001/onsets/task001_run001/``, holding one ``cond<NNN>.txt`` per
+        condition with three whitespace-separated columns: onset (s), duration (s),
+        amplitude.
+    conditions : dict of str to str
+        ``cond001`` → condition name (from ``condition_key.txt``); every one must have
+        its file.
+    subject : str | None
+        Named in error messages.
+
+    Returns
+    -------
+    events : DataFrame
+        ``onset``, ``duration``, ``amplitude``, ``trial_type`` (= ``stim_id``), sorted
+        by onset.
+    """
+    folder = Path(folder)
+    who = f"sub-{subject}: " if subject else ""
+    if not folder.is_dir():
+        raise RecordingError(f"{who}{_rel(folder)}: onsets folder not found")
+    frames = []
+    for cond, name in conditions.items():
+        path = folder / f"{cond}.txt"
+        if not path.is_file():
+            raise RecordingError(f"{who}{_rel(path)}: onset file of condition {cond} "
+                                 f"({name}) not found")
+        try:
+            table = np.loadtxt(path, ndmin=2)
+        except ValueError as err:
+            raise RecordingError(f"{who}{_rel(path)}: not a table of numbers: {err}") from err
+        if table.size == 0:
+            continue
+        if table.shape[1] != 3:
+            raise RecordingError(f"{who}{_rel(path)}: expected 3 columns (onset, duration, "
+                                 f"amplitude), got {table.shape[1]}")
+        frames.append(pd.DataFrame({"onset": table[:, 0], "duration": table[:, 1],
+                                    "amplitude": table[:, 2], "trial_type": name}))
+    if not frames:
+        raise RecordingError(f"{who}{_rel(folder)}: no events in the onset files")
+    events = pd.concat(frames, ignore_index=True).sort_values("onset", kind="stable")
+    events = events.reset_index(drop=True)
+    events["stim_id"] = events["trial_type"]
+    events.attrs["path"] = str(folder)
+    return events
+
+
+def read_motion(path: str | os.PathLike, *, subject: str | None = None) -> pd.DataFrame:
+    """Motion parameters, one row per volume (whitespace-separated, e.g. ``bold_moest.txt``).
+
+    Returns
+    -------
+    confounds : DataFrame
+        Columns ``motion_1`` ... ``motion_<k>``.
+    """
+    path = Path(path)
+    who = f"sub-{subject}: " if subject else ""
+    try:
+        table = np.loadtxt(path, ndmin=2)
+    except (OSError, ValueError) as err:
+        raise RecordingError(f"{who}{_rel(path)}: cannot read motion parameters: {err}") from err
+    return pd.DataFrame(table, columns=[f"motion_{k + 1}" for k in range(table.shape[1])])
+
+
+def runs_from_files(spec, bids_root: Path | None) -> FmriRuns:
+    """The :class:`FmriRuns` of a simulated/BIDS subject or of ``source.files``."""
+    src = spec.source if isinstance(spec.source, dict) else {}
+    excluded = {str(r) for r in spec.exclude_runs}
+    t_r = src.get("t_r")
+    if bids_root is not None:
+        task = src.get("task", "sentences")
+        triples = find_bids_func_runs(bids_root, spec.subject, task)
+        func = Path(bids_root) / f"sub-{spec.subject}" / "func"
+        masks = sorted(func.glob(f"sub-{spec.subject}_*desc-brain_mask.nii*"))
+        regions = sorted(func.glob(f"sub-{spec.subject}_*desc-regions_dseg.nii*"))
+        confounds = {}
+        for run, bold, _ in triples:
+            stem = str(bold).split("_bold.nii")[0]
+            found = sorted(Path(stem).parent.glob(Path(stem).name + "*_desc-confounds_timeseries.tsv"))
+            if found:
+                confounds[run] = pd.read_csv(found[0], sep="\t", na_values="n/a")
+    else:
+        events = src.get("events", [])
+        if len(events) != len(src["files"]):
+            raise RecordingError(f"sub-{spec.subject}: {_rel(spec.path)}: key 'source.events': "
+                                 f"{len(events)} events files for {len(src['files'])} BOLD files")
+        triples = [(str(i), Path(f), Path(e))
+                   for i, (f, e) in enumerate(zip(src["files"], events), start=1)]
+        masks = [Path(src["mask"])] if "mask" in src else []
+        regions, confounds = [], {}
+    runs = [FmriRun(label=run, bold=bold, events=read_events(ev, subject=spec.subject),
+                    confounds=confounds.get(run), t_r=t_r, path=Path(bold))
+            for run, bold, ev in triples if run not in excluded]
+    if not runs:
+        raise RecordingError(f"sub-{spec.subject}: every run is excluded (exclude_runs="
+                             f"{spec.exclude_runs})")
+    return FmriRuns(runs=runs, mask=masks[0] if masks else None,
+                    regions=regions[0] if regions else None)
+
+
+# --------------------------------------------------------------------------- responses
+def _design(frame_times, events, columns, hrf_model, high_pass, extra=None):
     from nilearn.glm.first_level import make_first_level_design_matrix
 
-    ev = pd.DataFrame({"onset": events["onset"], "duration": events["duration"],
-                       "trial_type": events["stim_id"].astype(str)})
-    design = make_first_level_design_matrix(
+    ev = pd.DataFrame({"onset": events["onset"].to_numpy(float),
+                       "duration": events["duration"].to_numpy(float),
+                       "trial_type": columns})
+    if "amplitude" in events.columns and not np.allclose(events["amplitude"], 1.0):
+        ev["modulation"] = events["amplitude"].to_numpy(float)
+    return make_first_level_design_matrix(
         frame_times, ev, hrf_model=hrf_model,
         drift_model="cosine" if high_pass else None, high_pass=high_pass or 0.01)
-    stims = list(dict.fromkeys(ev["trial_type"]))
-    coef, *_ = np.linalg.lstsq(design.to_numpy(), Y, rcond=None)
-    idx = [design.columns.get_loc(s) for s in stims]
-    return coef[idx], stims
+
+
+def _fit(Y, design, noise_model):
+    from nilearn.glm.first_level import run_glm
+
+    labels, results = run_glm(Y, design.to_numpy(), noise_model=noise_model)
+    theta = np.zeros((design.shape[1], Y.shape[1]))
+    for label, res in results.items():
+        theta[:, labels == label] = res.theta
+    return theta
+
+
+def lsa_betas(Y: np.ndarray, frame_times: np.ndarray, events: pd.DataFrame,
+              hrf_model: str, high_pass: float | None, *,
+              noise_model: str = "ols") -> np.ndarray:
+    """Least-squares-all betas: one regressor per event, cosine drifts, one GLM.
+
+    Parameters
+    ----------
+    Y : ndarray, shape (n_scans, n_targets)
+    frame_times : ndarray, shape (n_scans,)
+        Acquisition time of each scan (s).
+    events : DataFrame
+        ``onset``, ``duration`` (and ``amplitude``), one row per event.
+    hrf_model : str
+        nilearn HRF model (``glover``, ``spm``...).
+    high_pass : float | None
+        Cutoff (Hz) of the cosine drift regressors; None for none.
+    noise_model : str
+        ``ols`` or ``ar1`` (:func:`nilearn.glm.first_level.run_glm`).
+
+    Returns
+    -------
+    betas : ndarray, shape (n_events, n_targets)
+        In the order of ``events``' rows.
+    """
+    cols = [f"trial_{k:05d}" for k in range(len(events))]
+    design = _design(frame_times, events, cols, hrf_model, high_pass)
+    theta = _fit(Y, design, noise_model)
+    return theta[[design.columns.get_loc(c) for c in cols]]
+
+
+def lss_betas(Y: np.ndarray, frame_times: np.ndarray, events: pd.DataFrame,
+              hrf_model: str, high_pass: float | None, *,
+              noise_model: str = "ols") -> np.ndarray:
+    """Least-squares-separate betas: one GLM per event (Mumford et al., 2012).
+
+    Each GLM has the event of interest as one regressor and every other event pooled
+    by ``trial_type`` (the "LSS-N" variant), plus drifts. Parameters and return as in
+    :func:`lsa_betas`.
+    """
+    types = events["trial_type"].astype(str).to_numpy()
+    betas = np.empty((len(events), Y.shape[1]))
+    for k in range(len(events)):
+        cols = np.array([f"other_{t}" for t in types], dtype=object)
+        cols[k] = "target"
+        design = _design(frame_times, events, list(cols), hrf_model, high_pass)
+        betas[k] = _fit(Y, design, noise_model)[design.columns.get_loc("target")]
+    return betas
+
+
+def volume_responses(Y: np.ndarray, frame_times: np.ndarray, events: pd.DataFrame,
+                     delay: float) -> tuple[np.ndarray, np.ndarray]:
+    """Volumes acquired while each event drives the BOLD signal.
+
+    A volume belongs to an event when its time lies in ``[onset + delay,
+    onset + duration + delay)``; an event shorter than a TR gets the first volume at or
+    after ``onset + delay``.
+
+    Returns
+    -------
+    X : ndarray, shape (n_rows, n_targets)
+    event_index : ndarray of int, shape (n_rows,)
+        The event (row of ``events``) of each volume.
+    """
+    rows, index = [], []
+    for k, (onset, dur) in enumerate(zip(events["onset"], events["duration"])):
+        vols = np.flatnonzero((frame_times >= onset + delay)
+                              & (frame_times < onset + dur + delay))
+        if len(vols) == 0:
+            vols = np.flatnonzero(frame_times >= onset + delay)[:1]
+        rows.append(vols)
+        index += [k] * len(vols)
+    vols = np.concatenate(rows) if rows else np.empty(0, int)
+    return Y[vols], np.asarray(index, dtype=int)
+
+
+# --------------------------------------------------------------------------- masks
+def _study_path(spec, value) -> Path:
+    """A preprocessing path option: absolute, or relative to the study's study.yaml."""
+    path = Path(value)
+    if path.is_absolute():
+        return path
+    for parent in Path(spec.path).resolve().parents:
+        if (parent / "study.yaml").is_file():
+            return parent / path
+    return Path(spec.path).resolve().parent / path
+
+
+def _load_3d(value, what: str, subject: str):
+    if value is None or not isinstance(value, (str, os.PathLike)):
+        return value
+    path = Path(value)
+    if not path.is_file():
+        raise RecordingError(f"sub-{subject}: {_rel(path)}: {what} not found")
+    img = nib.load(path)
+    if len(img.shape) != 3 and not (len(img.shape) == 4 and img.shape[3] == 1):
+        raise RecordingError(f"sub-{subject}: {_rel(path)}: {what} must be a 3D image, got "
+                             f"shape {img.shape}")
+    return img
+
+
+def _check_grid(img, ref_img, subject: str, path, what: str) -> None:
+    if img.shape[:3] != ref_img.shape[:3] or not np.allclose(img.affine, ref_img.affine,
+                                                             atol=1e-3):
+        raise RecordingError(
+            f"sub-{subject}: {what} {_rel(path)} (shape {img.shape[:3]}) does not match the "
+            f"BOLD grid (shape {ref_img.shape[:3]}; the affines must agree too)"
+        )
+
+
+def _brain_mask(spec, data: FmriRuns, first_img, first_path):
+    """The mask image on the BOLD grid, and where it came from."""
+    from nilearn.image import resample_to_img
+    from nilearn.masking import compute_epi_mask
+
+    params = spec.preprocess
+    given = _study_path(spec, params["mask"]) if params.get("mask") else data.mask
+    if given is not None:
+        img = _load_3d(given, "mask", spec.subject)
+        _check_grid(img, first_img, spec.subject, given if isinstance(given, (str, Path))
+                    else None, "mask")
+        img = nib.Nifti1Image((np.asarray(img.dataobj).reshape(img.shape[:3]) > 0)
+                              .astype(np.uint8), first_img.affine)
+        source = Path(given).name if isinstance(given, (str, Path)) else "given"
+    elif params.get("brain_mask", "data") == "mni152":
+        from nilearn.datasets import load_mni152_brain_mask
+
+        img = resample_to_img(load_mni152_brain_mask(), first_img.slicer[..., 0],
+                              interpolation="nearest", copy_header=True,
+                              force_resample=True)
+        source = "mni152"
+    else:
+        img = compute_epi_mask(first_img)
+        source = "data"
+    if not np.asarray(img.dataobj).any():
+        raise RecordingError(f"sub-{spec.subject}: {_rel(first_path)}: the brain mask "
+                             f"({source}) is empty on this image grid")
+    return img, source
+
+
+# --------------------------------------------------------------------------- pipeline
+def _check_run(spec, run: FmriRun, t_r_override):
+    """Load one run's image and check its events and confounds; no processing."""
+    where = f"sub-{spec.subject}"
+    if isinstance(run.bold, (str, os.PathLike)):
+        img, t_r = read_bold(run.bold, subject=spec.subject, t_r=run.t_r or t_r_override)
+    else:
+        img = run.bold
+        if img.ndim != 4:
+            raise RecordingError(f"{where}: {_rel(run.path)}: expected a 4D BOLD image, got "
+                                 f"{img.ndim}D with shape {img.shape}")
+        zooms = img.header.get_zooms()
+        t_r = run.t_r or t_r_override or (float(zooms[3]) if len(zooms) > 3 and zooms[3] > 0
+                                          else None)
+        if not t_r:
+            raise RecordingError(f"{where}: {_rel(run.path)}: repetition time (TR) missing "
+                                 "from the header; set source.t_r in the subject file")
+    events_path = run.events.attrs.get("path") if hasattr(run.events, "attrs") else None
+    events = _check_event_columns(run.events, spec.subject, events_path or run.path)
+    n_scans = img.shape[3]
+    length = n_scans * t_r
+    out = (events["onset"] < 0) | (events["onset"] >= length) | (events["duration"] < 0)
+    if out.any():
+        rows = (np.flatnonzero(out.to_numpy()) + 1).tolist()
+        raise RecordingError(
+            f"{where}: {_rel(events_path or run.path)}: {int(out.sum())} events lie outside "
+            f"the {length:.1f} s run ({n_scans} volumes × TR {t_r} s; event rows {rows[:5]}, "
+            f"onsets {events['onset'][out].tolist()[:5]})"
+        )
+    if run.confounds is not None and len(run.confounds) != n_scans:
+        raise RecordingError(f"{where}: {_rel(run.path)}: {len(run.confounds)} confound rows "
+                             f"for {n_scans} volumes")
+    return img, float(t_r), events
+
+
+def preprocess_fmri_runs(spec, data: FmriRuns) -> ResponseTable:
+    """Preprocess a subject's BOLD runs into a response table.
+
+    Parameters
+    ----------
+    spec : brainhead.specs.SubjectSpec
+        ``spec.preprocess`` holds the ``fmri`` keys of the study schema.
+    data : FmriRuns
+        The runs (image, events, confounds, TR), with an optional mask and regions image
+        (integer labels with a ``.tsv`` of ``index``/``name`` beside it).
+        ``data.info["response"]`` (``glm`` or ``volume``), set by an adapter, overrides
+        ``preprocess.response``.
+
+    Returns
+    -------
+    table : ResponseTable
+        Views ``stimulus`` (event or volume × target) and ``timeseries`` (volume ×
+        target, with the events). Targets are voxels, or parcels with a parcellation.
+
+    Raises
+    ------
+    RecordingError
+        Naming the subject, the file and what is wrong, before anything is computed.
+    """
+    from nilearn.maskers import NiftiLabelsMasker, NiftiMasker
+
+    params = spec.preprocess
+    response = data.info.get("response", params.get("response", "glm"))
+    t_r_override = spec.source.get("t_r") if isinstance(spec.source, dict) else None
+    excluded = {str(r) for r in spec.exclude_runs}
+    runs = [r for r in data.runs if str(r.label) not in excluded]
+    if not runs:
+        raise RecordingError(f"sub-{spec.subject}: every run is excluded (exclude_runs="
+                             f"{spec.exclude_runs})")
+    checked = [_check_run(spec, run, t_r_override) for run in runs]
+    first_img = checked[0][0]
+    for run, (img, _, _) in zip(runs[1:], checked[1:]):
+        if img.shape[:3] != first_img.shape[:3] or not np.allclose(img.affine, first_img.affine,
+                                                                   atol=1e-3):
+            raise RecordingError(f"sub-{spec.subject}: {_rel(run.path)}: grid {img.shape[:3]} "
+                                 f"differs from the first run's {first_img.shape[:3]}")
+    mask_img, mask_source = _brain_mask(spec, data, first_img, runs[0].path)
+    parc = _study_path(spec, params["parcellation"]) if params.get("parcellation") else None
+    if parc is not None:
+        parc_img = _load_3d(parc, "parcellation", spec.subject)
+        _check_grid(parc_img, first_img, spec.subject, parc, "parcellation")
+        lut_path = (_study_path(spec, params["parcellation_lut"])
+                    if params.get("parcellation_lut") else None)
+        lookup = _label_lookup(parc, lut_path, spec.subject)
+    stim_X, stim_id, stim_group, stim_y = [], [], [], []
+    ts_X, ts_time, ts_group, ev = [], [], [], []
+    masker = None
+    for run, (img, t_r, events) in zip(runs, checked):
+        kwargs = dict(mask_img=mask_img, detrend=params["detrend"],
+                      standardize="zscore_sample" if params["standardize"] else False,
+                      high_pass=params["high_pass"], t_r=t_r,
+                      smoothing_fwhm=params["smoothing_fwhm"])
+        if parc is not None:
+            masker = NiftiLabelsMasker(labels_img=parc_img, keep_masked_labels=False,
+                                       **kwargs).fit()
+        else:
+            masker = NiftiMasker(**kwargs).fit()
+        confounds = None
+        if params.get("confounds", True) and run.confounds is not None:
+            confounds = run.confounds.to_numpy(float)
+            if not np.isfinite(confounds).all():  # fMRIPrep's first-row n/a derivatives
+                confounds = np.nan_to_num(confounds)
+        Y = masker.transform(img, confounds=confounds)
+        n_scans = img.shape[3]
+        frame_times = np.arange(n_scans) * t_r
+        if response == "volume":
+            X, idx = volume_responses(Y, frame_times, events, params.get("volume_delay", 4.0))
+        else:
+            solver = lss_betas if params.get("glm", "lsa") == "lss" else lsa_betas
+            X = solver(Y, frame_times, events, params["hrf_model"], params["high_pass"],
+                       noise_model=params.get("noise_model", "ols"))
+            idx = np.arange(len(events))
+        stim_X.append(X)
+        stim_id += events["stim_id"].to_numpy(str)[idx].tolist()
+        stim_y += events["trial_type"].to_numpy(str)[idx].tolist()
+        stim_group += [str(run.label)] * len(idx)
+        ts_X.append(Y)
+        ts_time.append(frame_times)
+        ts_group += [str(run.label)] * n_scans
+        ev.append(pd.DataFrame({"onset": events["onset"], "duration": events["duration"],
+                                "stim_id": events["stim_id"].astype(str),
+                                "trial_type": events["trial_type"].astype(str),
+                                "group": str(run.label)}))
+    if parc is not None:
+        targets = _parcel_targets(masker, parc_img, lookup)
+    else:
+        targets = _voxel_targets(masker.mask_img_, data.regions, spec.subject)
+    ev_t = pd.concat(ev, ignore_index=True)
+    rows = {"stim_id": np.asarray(stim_id, dtype=str), "group": np.asarray(stim_group, dtype=str)}
+    if response == "volume" or not np.array_equal(ev_t["trial_type"], ev_t["stim_id"]):
+        rows["y"] = np.asarray(stim_y, dtype=str)
+    logger.info("sub-%s: %d targets, %d %s rows, %d scans", spec.subject, len(targets),
+                len(stim_id), response, len(ts_group))
+    return ResponseTable(
+        subject=spec.subject, modality="fmri", targets=targets,
+        views={
+            "stimulus": View(X=np.concatenate(stim_X).astype(np.float32), rows=rows),
+            "timeseries": View(X=np.concatenate(ts_X).astype(np.float32),
+                               rows={"time": np.concatenate(ts_time),
+                                     "group": np.asarray(ts_group, dtype=str)},
+                               events={"onset": ev_t["onset"].to_numpy(float),
+                                       "duration": ev_t["duration"].to_numpy(float),
+                                       "stim_id": ev_t["stim_id"].to_numpy(str),
+                                       "group": ev_t["group"].to_numpy(str)}),
+        },
+        info={"t_r": checked[0][1], "runs": [str(r.label) for r in runs],
+              "n_targets": int(len(targets)), "response": response, "mask": mask_source,
+              **{k: v for k, v in data.info.items() if k != "response"}},
+    ).validate()
+
+
+def _label_lookup(parc: Path, lut: Path | None, subject: str) -> dict[int, str]:
+    from .seeg import read_label_table
+
+    if lut is None:
+        beside = Path(str(parc).replace(".nii.gz", ".tsv").replace(".nii", ".tsv"))
+        if not beside.is_file():
+            raise RecordingError(f"sub-{subject}: {_rel(parc)}: parcellation needs a lookup "
+                                 f"table: set preprocess.parcellation_lut or put "
+                                 f"{beside.name} (index, name) beside it")
+        lut = beside
+    return read_label_table(lut)
+
+
+def _parcel_targets(masker, parc_img, lookup: dict[int, str]) -> Targets:
+    data = np.asarray(parc_img.dataobj).reshape(parc_img.shape[:3]).astype(int)
+    values = [int(v) for k, v in masker.region_ids_.items() if k != "background"]
+    coords = np.array([nib.affines.apply_affine(parc_img.affine,
+                                                np.argwhere(data == v)).mean(0)
+                       for v in values])
+    names = [lookup.get(v, f"parcel-{v}") for v in values]
+    return Targets(name=[f"{n}" if names.count(n) == 1 else f"{n}-{v}"
+                         for n, v in zip(names, values)],
+                   kind=["parcel"] * len(values), coords=coords,
+                   region=[lookup.get(v, "") for v in values])
+
+
+def _voxel_targets(mask_img, regions_img, subject: str) -> Targets:
+    ijk = np.argwhere(np.asarray(mask_img.dataobj) > 0)
+    coords = nib.affines.apply_affine(mask_img.affine, ijk)
+    regions = np.full(len(ijk), "", dtype=object)
+    if regions_img is not None:
+        img = _load_3d(regions_img, "regions image", subject)
+        labels = np.asarray(img.dataobj).reshape(img.shape[:3])[tuple(ijk.T)].astype(int)
+        if isinstance(regions_img, (str, os.PathLike)):
+            lookup = _label_lookup(Path(regions_img), None, subject)
+            regions = np.array([lookup.get(v, "") for v in labels], dtype=object)
+    return Targets(name=[f"v{i}-{j}-{k}" for i, j, k in ijk], kind=["voxel"] * len(ijk),
+                   coords=coords, region=regions.astype(str))
 
 
 def preprocess_fmri(spec, runs: list[tuple[str, Path, Path]], mask_path: Path | None = None,
                     regions_path: Path | None = None) -> ResponseTable:
-    """Preprocess a subject's BOLD runs into a response table.
+    """Preprocess ``(run, bold, events.tsv)`` triples; see :func:`preprocess_fmri_runs`.
 
     Parameters
     ----------
     spec : brainhead.specs.SubjectSpec
     runs : list of (run, bold path, events path)
     mask_path : path | None
-        Brain mask on the BOLD grid; None computes an EPI mask from the first run.
+        Brain mask on the BOLD grid; None: ``preprocess.brain_mask`` decides.
     regions_path : path | None
         Integer labels image with a ``.tsv`` (index, name) beside it.
     """
-    from nilearn.masking import compute_epi_mask
-    from nilearn.maskers import NiftiMasker
-
-    params = spec.preprocess
-    t_r_override = spec.source.get("t_r") if isinstance(spec.source, dict) else None
-    first_img, _ = read_bold(runs[0][1], subject=spec.subject, t_r=t_r_override)
-    if mask_path is not None:
-        mask_img = nib.load(mask_path)
-        _check_mask(mask_img, first_img, spec.subject, mask_path)
-    else:
-        mask_img = compute_epi_mask(first_img)
-    stim_X, stim_rows, stim_groups, ts_X, ts_time, ts_group, ev = [], [], [], [], [], [], []
-    masker = None
-    for run, bold, events_path in runs:
-        img, t_r = read_bold(bold, subject=spec.subject, t_r=t_r_override)
-        if img.shape[:3] != first_img.shape[:3]:
-            raise RecordingError(f"sub-{spec.subject}: {os.path.relpath(bold)}: grid "
-                                 f"{img.shape[:3]} differs from the first run's")
-        events = read_events_tsv(events_path, subject=spec.subject)
-        if "stim_id" not in events.columns:
-            if "trial_type" not in events.columns:
-                raise RecordingError(f"sub-{spec.subject}: {os.path.relpath(events_path)}: "
-                                     "needs a stim_id or trial_type column")
-            events["stim_id"] = events["trial_type"]
-        n_scans = img.shape[3]
-        frame_times = np.arange(n_scans) * t_r
-        late = events["onset"] >= n_scans * t_r
-        if late.any() or (events["onset"] < 0).any():
-            raise RecordingError(f"sub-{spec.subject}: {os.path.relpath(events_path)}: "
-                                 f"{int(late.sum())} events lie outside the {n_scans * t_r:.0f} s run")
-        masker = NiftiMasker(mask_img=mask_img, detrend=params["detrend"],
-                             standardize="zscore_sample" if params["standardize"] else False,
-                             high_pass=params["high_pass"], t_r=t_r,
-                             smoothing_fwhm=params["smoothing_fwhm"]).fit()
-        Y = masker.transform(img)
-        betas, stims = lsa_betas(Y, frame_times, events, params["hrf_model"], params["high_pass"])
-        stim_X.append(betas)
-        stim_rows += stims
-        stim_groups += [run] * len(stims)
-        ts_X.append(Y)
-        ts_time.append(frame_times)
-        ts_group += [run] * n_scans
-        ev.append(pd.DataFrame({"onset": events["onset"], "stim_id": events["stim_id"].astype(str),
-                                "group": run}))
-    mask_data = masker.mask_img_.get_fdata() > 0
-    ijk = np.argwhere(mask_data)
-    coords = nib.affines.apply_affine(masker.mask_img_.affine, ijk)
-    regions = np.full(len(ijk), "", dtype=object)
-    if regions_path is not None:
-        labels = np.asarray(nib.load(regions_path).dataobj)[tuple(ijk.T)].astype(int)
-        names = pd.read_csv(str(regions_path).replace(".nii.gz", ".tsv"), sep="\t")
-        lookup = dict(zip(names["index"], names["name"]))
-        regions = np.array([lookup.get(v, "") for v in labels], dtype=object)
-    ev_t = pd.concat(ev, ignore_index=True)
-    logger.info("sub-%s: %d voxels, %d stimuli, %d scans", spec.subject, len(ijk),
-                len(stim_rows), len(ts_group))
-    names = np.array([f"v{i}-{j}-{k}" for i, j, k in ijk])
-    return ResponseTable(
-        subject=spec.subject, modality="fmri",
-        targets=Targets(name=names, kind=["voxel"] * len(ijk), coords=coords,
-                        region=regions.astype(str)),
-        views={
-            "stimulus": View(X=np.concatenate(stim_X).astype(np.float32),
-                             rows={"stim_id": np.asarray(stim_rows, dtype=str),
-                                   "group": np.asarray(stim_groups, dtype=str)}),
-            "timeseries": View(X=np.concatenate(ts_X).astype(np.float32),
-                               rows={"time": np.concatenate(ts_time),
-                                     "group": np.asarray(ts_group, dtype=str)},
-                               events={"onset": ev_t["onset"].to_numpy(float),
-                                       "stim_id": ev_t["stim_id"].to_numpy(str),
-                                       "group": ev_t["group"].astype(str).to_numpy()}),
-        },
-        info={"t_r": t_r, "runs": [r[0] for r in runs], "n_voxels": int(len(ijk))},
-    ).validate()
+    t_r = spec.source.get("t_r") if isinstance(spec.source, dict) else None
+    data = FmriRuns(runs=[FmriRun(label=r, bold=b, events=read_events(e, subject=spec.subject),
+                                  t_r=t_r, path=Path(b)) for r, b, e in runs],
+                    mask=mask_path, regions=regions_path)
+    return preprocess_fmri_runs(spec, data)

@@ -83,7 +83,7 @@ def simulate_study(study, out_dir: str | Path) -> dict:
         rng = np.random.default_rng([study.seed, index])
         info = writers[spec.modality](
             tmp_root, spec.subject, stimuli, features, planted, spec.simulate,
-            sim["snr"][spec.modality], sim["n_runs"], rng)
+            sim["snr"][spec.modality], sim["n_runs"], rng, sim["n_repeats"])
         truth["subjects"][spec.subject] = {"modality": spec.modality,
                                            "regions": dict(planted), **info}
         logger.info("simulated sub-%s (%s): %d targets", spec.subject, spec.modality,

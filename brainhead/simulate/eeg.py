@@ -51,7 +51,7 @@ def _add_region_column(tsv: Path, regions: dict[str, str]) -> None:
 
 
 def simulate_eeg_subject(bids_root, subject, stimuli, features, planted, params, snr,
-                         n_runs, rng) -> dict:
+                         n_runs, rng, n_repeats=1) -> dict:
     """Write one EEG subject on the standard 10-20 montage.
 
     Each trial is a sentence. Channels of each region carry a response at 300-500 ms
@@ -71,7 +71,7 @@ def simulate_eeg_subject(bids_root, subject, stimuli, features, planted, params,
     responses = planted_responses(features, regions, planted, rng)
     frontal = np.clip((xyz[:, 1] - 40.0) / 40.0, 0, 1)  # blink topography
 
-    for run, order in enumerate(schedule(len(stimuli), n_runs, rng), start=1):
+    for run, order in enumerate(schedule(len(stimuli), n_runs, rng, n_repeats), start=1):
         onsets = _trial_onsets(len(order), rng)
         n_times = int((onsets[-1] + 2.0) * sfreq)
         times = np.arange(n_times) / sfreq
@@ -119,7 +119,7 @@ def _implant(n_shafts: int, per_shaft: int, rng) -> tuple[list[str], np.ndarray]
 
 
 def simulate_seeg_subject(bids_root, subject, stimuli, features, planted, params, snr,
-                          n_runs, rng) -> dict:
+                          n_runs, rng, n_repeats=1) -> dict:
     """Write one sEEG subject with its own implant (contacts and MNI coordinates).
 
     Each contact's high-gamma (70-150 Hz) amplitude after a sentence is a read-out of
@@ -135,7 +135,7 @@ def simulate_seeg_subject(bids_root, subject, stimuli, features, planted, params
     montage = mne.channels.make_dig_montage(dict(zip(names, xyz / 1000.0)),
                                             coord_frame="mni_tal")
     win = np.hanning(int(0.6 * sfreq))
-    for run, order in enumerate(schedule(len(stimuli), n_runs, rng), start=1):
+    for run, order in enumerate(schedule(len(stimuli), n_runs, rng, n_repeats), start=1):
         onsets = _trial_onsets(len(order), rng)
         n_times = int((onsets[-1] + 2.0) * sfreq)
         times = np.arange(n_times) / sfreq

@@ -39,6 +39,7 @@ def simulate_fmri_subject(
     snr: float,
     n_runs: int,
     rng: np.random.Generator,
+    n_repeats: int = 1,
 ) -> dict:
     """Write one fMRI subject's runs, events, mask and region labels as BIDS.
 
@@ -73,7 +74,7 @@ def simulate_fmri_subject(
         func / f"{prefix}_space-MNI152NLin2009cAsym_desc-regions_dseg.tsv", sep="\t",
         index=False)
 
-    for run, order in enumerate(schedule(len(stimuli), n_runs, rng), start=1):
+    for run, order in enumerate(schedule(len(stimuli), n_runs, rng, n_repeats), start=1):
         onsets = 6.0 + np.arange(len(order)) * 6.0 + rng.uniform(0, 2.0, len(order))
         n_scans = int(np.ceil((onsets[-1] + 24.0) / T_R))
         frame_times = np.arange(n_scans) * T_R

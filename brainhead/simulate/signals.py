@@ -98,8 +98,17 @@ def bandlimited_noise(n_times: int, n_channels: int, sfreq: float, band: tuple[f
     return zscore(sosfiltfilt(sos, rng.standard_normal((n_channels, n_times)), axis=1), axis=1)
 
 
-def schedule(n_items: int, n_runs: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Random order of stimulus indices split into ``n_runs`` runs of near-equal size."""
+def schedule(n_items: int, n_runs: int, rng: np.random.Generator,
+             n_repeats: int = 1) -> list[np.ndarray]:
+    """Random order of stimulus indices split into runs of near-equal size.
+
+    Every stimulus is shown ``n_repeats`` times: each repetition is a fresh random
+    order split into ``n_runs`` runs, so there are ``n_runs * n_repeats`` runs and a
+    stimulus never repeats within a run.
+    """
     if n_items < 2 * n_runs:
         raise ValueError(f"{n_items} stimuli are too few for {n_runs} runs")
-    return np.array_split(rng.permutation(n_items), n_runs)
+    runs = []
+    for _ in range(n_repeats):
+        runs += np.array_split(rng.permutation(n_items), n_runs)
+    return runs

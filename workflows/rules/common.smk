@@ -7,7 +7,7 @@ from snakemake.utils import min_version, validate
 min_version("8.0")
 
 from brainhead._logging import log_to
-from brainhead.align import align_subject, collect_summary
+from brainhead.align import align_subject, collect_alignment
 from brainhead.features import write_features
 from brainhead.preprocess import preprocess_subject
 from brainhead.report import make_report
@@ -66,4 +66,6 @@ def subject_inputs(wildcards):
     spec = STUDY.subjects[wildcards.subject]
     if spec.source == "simulated":
         return [f"{RESULTS}/truth.json"]
+    if "dataset" in spec.source:
+        return [spec.source["root"]]
     return [spec.source["bids_root"]] if "bids_root" in spec.source else spec.source["files"]

@@ -7,7 +7,7 @@ rule preprocess:
     log:
         f"{LOGS}/preprocess/sub-{{subject}}.log",
     benchmark:
-        f"benchmarks/{STUDY.name}/preprocess/sub-{{subject}}.tsv"
+        f"{RESULTS}/benchmarks/preprocess/sub-{{subject}}.tsv"
     resources:
         mem_mb=3000,
         runtime=30,
