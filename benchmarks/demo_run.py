@@ -54,12 +54,13 @@ def main() -> int:
         print(proc.stderr[-4000:])
         print(f"snakemake failed with exit code {proc.returncode}")
         return 1
-    summary = pd.read_csv(work / "results/demo/align/summary.tsv", sep="\t", dtype={"subject": str})
+    best = pd.read_csv(work / "results/demo/align/best_layers.tsv", sep="\t",
+                       dtype={"subject": str})
     truth = json.loads((work / "results/demo/truth.json").read_text())
     sys.path.insert(0, str(ROOT))
     from brainhead.report import recovery_table
 
-    rec = recovery_table(summary, truth)
+    rec = recovery_table(best, truth)
     print(rec.to_string(index=False))
     print(f"\nwall time: {wall:.1f} s (target <= 300 s; ratio {wall / 300:.2f})")
     print(f"peak memory (largest process): {peak_kb / 1024:.0f} MB "

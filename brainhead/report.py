@@ -1,7 +1,11 @@
-"""The alignment report: one self-contained HTML file with a layer curve per subject.
+"""The alignment report: one self-contained HTML file.
 
-Every curve shows the trained model next to its random-weights control; for a simulated
-study the planted layer of each region is marked, so recovery can be read off the page.
+Per subject it shows the layer curves of every metric (held-out r with its bootstrap
+interval, RSA, CKA) for the trained model next to its random-weights control; per region
+the best layer chosen on training folds only, the intermediate-layer advantage, the
+trained-minus-random test and, where stimuli repeat, noise-ceiling-normalised scores.
+For a simulated study the planted layer of each region is marked, so recovery can be
+read off the page.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .io.store import atomic_path
@@ -19,31 +24,65 @@ _TEMPLATE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>brainhead alignment report: {{ study }}</title>
 <style>
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 78em; color: #222; }
 h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; margin-top: 2em; }
-table { border-collapse: collapse; font-size: 0.9em; margin: 1em 0; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 1em 0; }
 th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; }
 th { background: #f3f3f3; } td.ok { color: #1a7f37; } td.bad { color: #cf222e; }
-figure { display: inline-block; margin: 0.5em; } img { max-width: 32em; }
-.note { color: #555; font-size: 0.9em; }
+figure { display: inline-block; margin: 0.5em; } img { max-width: 46em; }
+.note { color: #555; font-size: 0.9em; max-width: 60em; }
 </style></head><body>
 <h1>Brain&ndash;model alignment: {{ study }}</h1>
 <p class="note">{{ description }}</p>
-<p class="note">Score: held-out Pearson r of a ridge encoding model (alpha per target chosen
-by grouped cross-validation inside the training folds; outer folds never split a run or a
-stimulus), averaged over a region's targets. Solid: trained {{ model }}; dashed: the same
-architecture with random weights (control).{% if has_truth %} Vertical line: the layer
-planted in the simulation.{% endif %}</p>
+<p class="note"><b>Metrics.</b> <i>r</i>: held-out Pearson r of a ridge encoding model
+(alpha per target chosen by grouped cross-validation inside the training folds; outer folds
+never put a stimulus on both sides), averaged over a region's targets, with a
+{{ ci_pct }}% bootstrap interval over stimuli and a permutation p-value (responses shuffled
+across the test stimuli of each fold). <i>rsa</i>: Spearman correlation of brain and layer
+RDMs (correlation distance). <i>cka</i>: linear CKA. Solid lines: trained {{ model }};
+dashed: the same architecture with random weights (the control).
+q: Benjamini&ndash;Hochberg across every test of a subject.{% if has_truth %}
+Vertical lines: the layer planted in the simulation.{% endif %}</p>
+
+{% if modality_rows %}<h2>Per modality</h2>
+<table><tr><th>modality</th><th>subjects</th><th>regions</th><th>median r at best layer</th>
+<th>median random r, same layer</th><th>trained &gt; random (CI above 0)</th>
+{% if has_truth %}<th>planted layer recovered</th>{% endif %}</tr>
+{% for row in modality_rows %}<tr><td>{{ row.modality }}</td><td>{{ row.n_subjects }}</td>
+<td>{{ row.n_regions }}</td><td>{{ "%.3f"|format(row.score) }}</td>
+<td>{{ "%.3f"|format(row.random) }}</td><td>{{ row.beats }}</td>
+{% if has_truth %}<td>{{ row.recovered }}</td>{% endif %}</tr>{% endfor %}</table>{% endif %}
+
 <h2>Best layer per subject and region</h2>
+<p class="note">Chosen in each outer fold from inner-CV scores of the training data only;
+the score is the held-out r of that choice (never the maximum of the test curve).
+Gap: r at the best layer minus r at the last layer (the intermediate-layer advantage),
+with its bootstrap interval; depth = best layer / last layer.</p>
 <table><tr><th>subject</th><th>modality</th><th>region</th><th>best layer</th>
-<th>r (trained)</th><th>r (random, same layer)</th>{% if has_truth %}<th>planted</th>{% endif %}</tr>
+<th>per fold</th><th>r</th><th>random r</th><th>depth</th><th>gap to last</th>
+<th>gap CI</th>{% if has_ceiling %}<th>r / ceiling</th>{% endif %}{% if has_truth %}<th>planted</th>{% endif %}</tr>
 {% for row in best %}<tr><td>{{ row.subject }}</td><td>{{ row.modality }}</td>
-<td>{{ row.region }}</td><td>{{ row.layer }}</td><td>{{ "%.3f"|format(row.score) }}</td>
-<td>{{ "%.3f"|format(row.random) }}</td>{% if has_truth %}<td class="{{ 'ok' if row.planted == row.layer else 'bad' }}">{{ row.planted }}</td>{% endif %}</tr>
+<td>{{ row.region }}</td><td>{{ row.best_layer }}</td><td>{{ row.layers_per_fold }}</td>
+<td>{{ "%.3f"|format(row.score) }}</td><td>{{ "%.3f"|format(row.random_score) }}</td>
+<td>{{ "%.2f"|format(row.relative_depth) }}</td><td>{{ "%.3f"|format(row.gap_to_last) }}</td>
+<td>[{{ "%.3f"|format(row.gap_ci_low) }}, {{ "%.3f"|format(row.gap_ci_high) }}]</td>
+{% if has_ceiling %}<td>{{ row.ceiled }}</td>{% endif %}
+{% if has_truth %}<td class="{{ 'ok' if row.planted == row.best_layer else 'bad' }}">{{ row.planted }}</td>{% endif %}</tr>
 {% endfor %}</table>
+
+<h2>Trained versus random weights</h2>
+<p class="note">r(trained) &minus; r(random) at each layer, with a paired bootstrap over
+stimuli (the same resampled stimuli for both models). A layer counts when its interval
+lies above zero.</p>
+<table><tr><th>subject</th><th>region</th><th>layers with trained &gt; random</th>
+<th>layers with random &gt; trained</th><th>largest gap (layer)</th></tr>
+{% for row in paired %}<tr><td>{{ row.subject }}</td><td>{{ row.region }}</td>
+<td>{{ row.n_better }} / {{ row.n_layers }}</td><td>{{ row.n_worse }}</td>
+<td>{{ "%.3f"|format(row.max_gap) }} ({{ row.max_layer }})</td></tr>{% endfor %}</table>
+
 {% for modality, figs in figures.items() %}
 <h2>{{ modality }}</h2>
-{% for fig in figs %}<figure><img alt="layer curve {{ fig.subject }}" src="data:image/png;base64,{{ fig.png }}">
+{% for fig in figs %}<figure><img alt="layer curves sub-{{ fig.subject }}" src="data:image/png;base64,{{ fig.png }}">
 <figcaption>sub-{{ fig.subject }}</figcaption></figure>{% endfor %}
 {% endfor %}
 <p class="note">Provenance: {{ provenance }}</p>
@@ -52,7 +91,10 @@ planted in the simulation.{% endif %}</p>
 
 
 def best_layers(summary: pd.DataFrame, truth: dict | None = None) -> pd.DataFrame:
-    """Best layer (metric r, trained model) per subject, model and region.
+    """Peak of the held-out r curve (trained model) per subject, model and region.
+
+    This is descriptive (it looks at test scores); the report's best layers come from
+    the training folds (``align/best_layers.tsv``).
 
     Returns
     -------
@@ -73,25 +115,68 @@ def best_layers(summary: pd.DataFrame, truth: dict | None = None) -> pd.DataFram
     return best.reset_index(drop=True)
 
 
-def _layer_curve_png(sub: pd.DataFrame, planted: dict[str, int]) -> str:
+def _planted(truth: dict | None, subject: str, region: str) -> int:
+    if truth is None:
+        return -1
+    return int(truth["subjects"].get(subject, {}).get("regions", {}).get(region, -1))
+
+
+def recovery_table(best: pd.DataFrame, truth: dict) -> pd.DataFrame:
+    """Per simulated subject and region: planted layer against the train-chosen best.
+
+    Parameters
+    ----------
+    best : DataFrame
+        ``align/best_layers.tsv`` (:data:`brainhead.align.BEST_COLUMNS`).
+    truth : dict
+        ``truth.json`` of the simulated study.
+
+    Returns
+    -------
+    table : DataFrame
+        The rows of ``best`` for planted regions, with columns planted, recovered
+        (best layer equals the planted one) and beats_random (held-out r of the chosen
+        layer above the random control's r at that layer).
+    """
+    table = best[best["region"] != "all"].copy()
+    table["planted"] = [_planted(truth, s, g) for s, g in zip(table["subject"], table["region"])]
+    table = table[table["planted"] >= 0]
+    table["recovered"] = table["best_layer"] == table["planted"]
+    table["beats_random"] = table["score"] > table["random_score"]
+    return table.reset_index(drop=True)
+
+
+def _layer_curves_png(sub: pd.DataFrame, planted: dict[str, int]) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=90)
+    metrics = [m for m in ("r", "r_ceiled", "rsa", "cka") if (sub["metric"] == m).any()]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics), 3.0), dpi=90,
+                             squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for k, (region, grp) in enumerate(sub.groupby("region", sort=True)):
-        color = colors[k % len(colors)]
-        for control, style in (("trained", "-"), ("random", "--")):
-            g = grp[grp["control"] == control].sort_values("layer")
-            ax.plot(g["layer"], g["score"], style, color=color, marker="o", ms=3,
-                    label=f"{region} ({control})")
-        if region in planted:
-            ax.axvline(planted[region], color=color, lw=1, alpha=0.6)
-    ax.set_xlabel("layer (0 = embeddings)")
-    ax.set_ylabel("held-out r")
-    ax.legend(fontsize=6, ncol=2)
+    regions = sorted(set(sub["region"]) - {"all"}) or ["all"]
+    for ax, metric in zip(axes[0], metrics):
+        for k, region in enumerate(regions):
+            color = colors[k % len(colors)]
+            grp = sub[(sub["region"] == region) & (sub["metric"] == metric)]
+            for control, style in (("trained", "-"), ("random", "--")):
+                g = grp[grp["control"] == control].sort_values("layer")
+                if g.empty:
+                    continue
+                ax.plot(g["layer"], g["score"], style, color=color, marker="o", ms=3,
+                        label=f"{region} ({control})")
+                if g["ci_low"].notna().any():
+                    ax.fill_between(g["layer"], g["ci_low"], g["ci_high"], color=color,
+                                    alpha=0.15, lw=0)
+            if region in planted:
+                ax.axvline(planted[region], color=color, lw=1, alpha=0.6)
+        ax.set_title(metric, fontsize=9)
+        ax.set_xlabel("layer (0 = embeddings)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0][0].set_ylabel("score", fontsize=8)
+    axes[0][0].legend(fontsize=6, ncol=1)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -99,50 +184,96 @@ def _layer_curve_png(sub: pd.DataFrame, planted: dict[str, int]) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def _paired_rows(summary: pd.DataFrame) -> list[dict]:
+    diff = summary[(summary["metric"] == "r_diff") & (summary["region"] != "all")]
+    rows = []
+    for (subject, region), grp in diff.groupby(["subject", "region"], sort=True):
+        grp = grp.sort_values("layer")
+        k = int(np.nanargmax(grp["score"].to_numpy())) if grp["score"].notna().any() else 0
+        rows.append({"subject": subject, "region": region, "n_layers": len(grp),
+                     "n_better": int((grp["ci_low"] > 0).sum()),
+                     "n_worse": int((grp["ci_high"] < 0).sum()),
+                     "max_gap": float(grp["score"].iloc[k]),
+                     "max_layer": int(grp["layer"].iloc[k])})
+    return rows
+
+
+def _modality_rows(best: pd.DataFrame, summary: pd.DataFrame, has_truth: bool) -> list[dict]:
+    diff = summary[summary["metric"] == "r_diff"].set_index(
+        ["subject", "model", "region", "layer"])
+    rows = []
+    for modality, grp in best.groupby("modality", sort=True):
+        beats = 0
+        for row in grp.itertuples(index=False):
+            key = (row.subject, row.model, row.region, row.best_layer)
+            beats += int(key in diff.index and diff.loc[key, "ci_low"] > 0)
+        out = {"modality": modality, "n_subjects": grp["subject"].nunique(),
+               "n_regions": len(grp), "score": float(grp["score"].median()),
+               "random": float(grp["random_score"].median()),
+               "beats": f"{beats}/{len(grp)}"}
+        if has_truth:
+            rec = int((grp["best_layer"] == grp["planted"]).sum())
+            out["recovered"] = f"{rec}/{len(grp)}"
+        rows.append(out)
+    return rows
+
+
 def make_report(summary_path, out_path, *, study: str, description: str = "",
-                truth_path=None) -> Path:
-    """Write the self-contained HTML report from ``align/summary.tsv``.
+                truth_path=None, best_path=None, ci: float = 0.95) -> Path:
+    """Write the self-contained HTML report.
 
     Parameters
     ----------
     summary_path : path-like
-        The summary table (see :data:`brainhead.align.SUMMARY_COLUMNS`).
+        ``align/summary.tsv`` (see :data:`brainhead.align.SUMMARY_COLUMNS`).
     out_path : path-like
         ``results/<study>/report.html``; written atomically.
     study, description : str
         Shown in the title and header.
     truth_path : path-like | None
         ``truth.json`` of a simulated study; planted layers are marked.
+    best_path : path-like | None
+        ``align/best_layers.tsv``; without it the best-layer table is empty.
+    ci : float
+        Level of the bootstrap intervals in the summary (for the text).
     """
     from jinja2 import Environment
 
+    from .align.scores import BEST_COLUMNS
+
     summary = pd.read_csv(summary_path, sep="\t", dtype={"subject": str})
     truth = json.loads(Path(truth_path).read_text()) if truth_path else None
-    r = summary[(summary["metric"] == "r") & (summary["region"] != "all")]
-    if r.empty:  # studies without region labels: fall back to all targets
-        r = summary[summary["metric"] == "r"]
-    best = best_layers(r, truth)
+    best = (pd.read_csv(best_path, sep="\t", dtype={"subject": str}) if best_path
+            else pd.DataFrame(columns=BEST_COLUMNS))
+    regional = best[best["region"] != "all"]
+    best = regional if not regional.empty else best
+    best = best.copy()
+    best["planted"] = [_planted(truth, s, g) for s, g in zip(best["subject"], best["region"])]
+    ceiled = summary[(summary["metric"] == "r_ceiled") & (summary["control"] == "trained")]
+    has_ceiling = not ceiled.empty
+    if has_ceiling:
+        lookup = ceiled.set_index(["subject", "model", "region", "layer"])
+        best["ceiled"] = [
+            (f"{lookup.loc[k, 'score']:.3f} ({int(lookup.loc[k, 'n_targets'])} reliable, "
+             f"{int(lookup.loc[k, 'n_clipped'])} clipped)") if k in lookup.index else "n/a"
+            for k in zip(best["subject"], best["model"], best["region"], best["best_layer"])]
     figures: dict[str, list] = {}
-    for (modality, subject), sub in r.groupby(["modality", "subject"], sort=True):
+    curves = summary[summary["control"].isin(["trained", "random"])]
+    for (modality, subject), sub in curves.groupby(["modality", "subject"], sort=True):
         planted = truth["subjects"].get(subject, {}).get("regions", {}) if truth else {}
         figures.setdefault(modality, []).append(
-            {"subject": subject, "png": _layer_curve_png(sub, planted)})
+            {"subject": subject, "png": _layer_curves_png(sub, planted)})
     html = Environment(autoescape=True).from_string(_TEMPLATE).render(
         study=study, description=description, model=", ".join(sorted(set(summary["model"]))),
         best=best.to_dict("records"), figures=figures, has_truth=truth is not None,
+        has_ceiling=has_ceiling, paired=_paired_rows(summary),
+        modality_rows=_modality_rows(best, summary, truth is not None),
+        ci_pct=f"{100 * ci:g}",
         provenance=f"{len(summary)} summary rows, {summary['subject'].nunique()} subjects",
     )
     with atomic_path(out_path) as tmp:
         Path(tmp).write_text(html)
     return Path(out_path)
-
-
-def recovery_table(summary: pd.DataFrame, truth: dict) -> pd.DataFrame:
-    """Per simulated subject and region: planted layer, best layer, trained and random r."""
-    best = best_layers(summary[summary["region"] != "all"], truth)
-    best["recovered"] = best["layer"] == best["planted"]
-    best["beats_random"] = best["score"] > best["random"]
-    return best
 
 
 __all__ = ["make_report", "best_layers", "recovery_table"]

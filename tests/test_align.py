@@ -18,6 +18,7 @@ from sklearn.linear_model import Ridge
 from sklearn.preprocessing import StandardScaler
 
 from brainhead.align import (
+    BEST_COLUMNS,
     SUMMARY_COLUMNS,
     GroupRidgeCV,
     align_subject,
@@ -25,11 +26,13 @@ from brainhead.align import (
     encoding_scores,
     leakage_free_groups,
     pearson_r,
+    score_responses,
     score_subject,
     solve_ridge_coef,
     solve_ridge_svd,
 )
 from brainhead.align.ridge import DEFAULT_ALPHAS
+from brainhead.align.scores import aggregate_fold_pvalues, average_repeats
 from brainhead.io import (
     RecordingError,
     ResponseTable,
@@ -206,7 +209,9 @@ def test_group_ridge_groups_length_mismatch():
 
 def test_group_ridge_clone_and_params():
     est = GroupRidgeCV(alphas=[0.5, 5.0], n_splits=3)
-    assert est.get_params() == {"alphas": [0.5, 5.0], "n_splits": 3}
+    assert est.get_params() == {"alphas": [0.5, 5.0], "n_splits": 3, "cv": None,
+                                "device": "auto", "dtype": None, "standardize": True,
+                                "target_batch_size": None}
     twin = clone(est)
     assert twin is not est and twin.get_params() == est.get_params()
     assert not hasattr(twin, "coef_")
@@ -417,33 +422,47 @@ def test_encoding_scores_needs_two_groups():
 
 # --------------------------------------------------------------------------- a subject
 N_STIM, N_RUNS, DIM, N_LAYERS = 160, 4, 8, 3
-ALIGN_PARAMS = {"view": "stimulus", "alphas_log10": [-1, 4, 6], "n_inner_splits": 3}
+ALIGN_PARAMS = {"view": "stimulus", "alphas_log10": [-1, 4, 6], "n_inner_splits": 3,
+                "n_permutations": 200, "n_bootstraps": 200, "ci": 0.95, "min_ceiling": 0.3}
 PLANTED = {"A": 1, "B": 2}
 
 
-def _write_subject(tmp_path, subject="x01", drop_feature_stims=0):
-    """A response table whose region A follows trained layer 1 and region B layer 2."""
-    rng = np.random.default_rng(20)
-    stim_ids = np.array([f"st{i:03d}" for i in range(N_STIM)])
+def _toy_features(rng):
     shared = rng.normal(size=(N_STIM, DIM))
     trained = np.stack([0.6 * shared + rng.normal(size=(N_STIM, DIM))
                         for _ in range(N_LAYERS)])
     random = rng.normal(size=(N_LAYERS, N_STIM, DIM))
+    return trained, random
+
+
+def _write_subject(tmp_path, subject="x01", drop_feature_stims=0, n_repeats=1):
+    """A response table whose region A follows trained layer 1 and region B layer 2.
+
+    With ``n_repeats`` > 1 every stimulus is shown that many times, in different runs,
+    with independent noise on each presentation.
+    """
+    rng = np.random.default_rng(20)
+    stim_ids = np.array([f"st{i:03d}" for i in range(N_STIM)])
+    trained, random = _toy_features(rng)
 
     regions = ["A"] * 4 + ["B"] * 4 + [""]
-    Y = np.empty((N_STIM, len(regions)))
+    signal = np.empty((N_STIM, len(regions)))
+    noise_sd = np.empty(len(regions))
     for j, region in enumerate(regions):
         if region:
-            signal = trained[PLANTED[region]] @ rng.normal(size=DIM)
-            Y[:, j] = signal + 0.5 * signal.std() * rng.normal(size=N_STIM)
+            signal[:, j] = trained[PLANTED[region]] @ rng.normal(size=DIM)
+            noise_sd[j] = 0.5 * signal[:, j].std() * np.sqrt(n_repeats)
         else:  # a target without region: only in 'all'
-            Y[:, j] = rng.normal(size=N_STIM)
+            signal[:, j] = 0.0
+            noise_sd[j] = 1.0
+    rows = np.concatenate([rng.permutation(N_STIM) for _ in range(n_repeats)])
+    Y = signal[rows] + noise_sd * rng.normal(size=(len(rows), len(regions)))
     targets = Targets(name=[f"v{j}" for j in range(len(regions))],
                       kind=["voxel"] * len(regions),
                       coords=np.full((len(regions), 3), np.nan), region=regions)
     view = View(X=Y.astype(np.float32),
-                rows={"stim_id": stim_ids, "group": np.repeat(np.arange(N_RUNS),
-                                                              N_STIM // N_RUNS)})
+                rows={"stim_id": stim_ids[rows],
+                      "group": np.repeat(np.arange(N_RUNS * n_repeats), N_STIM // N_RUNS)})
     table = ResponseTable(subject=subject, modality="fmri", targets=targets,
                           views={"stimulus": view})
     responses = write_responses(tmp_path / f"sub-{subject}" / "responses.h5", table,
@@ -468,48 +487,161 @@ def subject_files(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def scored(subject_files):
-    return score_subject(*subject_files, "toy", ALIGN_PARAMS)
+    return score_subject(*subject_files, "toy", ALIGN_PARAMS, seed=3)
+
+
+def _metric(summary, metric, control="trained"):
+    return summary[(summary["metric"] == metric) & (summary["control"] == control)]
 
 
 def test_score_subject_summary_layout(scored):
-    summary, per_target = scored
+    summary, best, per_target = scored
     assert list(summary.columns) == SUMMARY_COLUMNS
-    assert len(summary) == 3 * 2 * N_LAYERS  # regions all/A/B x controls x layers
+    assert list(best.columns) == BEST_COLUMNS
+    # no repeats: no ceiling; r, rsa, cka, cka_debiased per control; r_diff once
+    assert len(summary) == 3 * N_LAYERS * (2 * 4 + 1)
+    assert set(summary["metric"]) == {"r", "rsa", "cka", "cka_debiased", "r_diff"}
     keys = set(zip(summary["region"], summary["control"], summary["layer"]))
-    assert keys == {(g, c, k) for g in ("all", "A", "B") for c in ("trained", "random")
-                    for k in range(N_LAYERS)}
+    assert keys == {(g, c, k) for g in ("all", "A", "B")
+                    for c in ("trained", "random", "trained-random") for k in range(N_LAYERS)}
     assert set(summary["subject"]) == {"x01"} and set(summary["model"]) == {"toy"}
-    assert set(summary["modality"]) == {"fmri"} and set(summary["metric"]) == {"r"}
+    assert set(summary["modality"]) == {"fmri"}
     counts = summary.groupby("region")["n_targets"].unique()
     assert counts["all"].tolist() == [9] and counts["A"].tolist() == [4]
     assert counts["B"].tolist() == [4]
-    assert set(per_target) == {"r_trained", "r_random"}
-    for arr in per_target.values():
-        assert arr.shape == (N_LAYERS, 9) and arr.dtype == np.float32
+    assert set(per_target) == {"ceiling", "r_trained", "r_random", "p_trained", "p_random",
+                               "q_trained", "q_random"}
+    for key, arr in per_target.items():
+        assert arr.shape == ((9,) if key == "ceiling" else (N_LAYERS, 9))
+        assert arr.dtype == np.float32
+    assert np.isnan(per_target["ceiling"]).all()  # no repeats, no ceiling
+    # every r row has a bootstrap interval, a p-value and a q-value
+    r = summary[summary["metric"] == "r"]
+    assert r[["ci_low", "ci_high", "p", "q"]].notna().all().all()
+    assert ((r["p"] > 0) & (r["p"] <= 1) & (r["q"] >= r["p"] - 1e-12)).all()
+    assert set(best["region"]) == {"all", "A", "B"}
 
 
 def test_score_subject_finds_planted_layers(scored):
-    summary, per_target = scored
-    trained = summary[summary["control"] == "trained"]
-    random = summary[summary["control"] == "random"]
+    summary, best, per_target = scored
+    trained, random = _metric(summary, "r"), _metric(summary, "r", "random")
     for region, layer in PLANTED.items():
-        curve = trained[trained["region"] == region].set_index("layer")["score"]
-        assert curve.idxmax() == layer, curve
-        assert curve[layer] > 0.7
+        curve = trained[trained["region"] == region].set_index("layer")
+        assert curve["score"].idxmax() == layer, curve
+        assert curve.loc[layer, "score"] > 0.7
+        assert curve.loc[layer, "ci_low"] < curve.loc[layer, "score"] < curve.loc[layer, "ci_high"]
+        assert curve.loc[layer, "p"] == pytest.approx(2 / 201)  # the smallest possible
+        assert curve.loc[layer, "q"] < 0.05
         control = random[random["region"] == region].set_index("layer")["score"]
-        assert curve[layer] > control[layer] + 0.5
+        assert curve.loc[layer, "score"] > control[layer] + 0.5
         assert control.abs().max() < 0.2
+        # the paired test sees the gap at the planted layer
+        diff = summary[(summary["metric"] == "r_diff") & (summary["region"] == region)]
+        diff = diff.set_index("layer")
+        assert diff.loc[layer, "ci_low"] > 0.4 and diff.loc[layer, "p"] < 0.05
+        # the model-free metrics peak at the planted layer too
+        for metric in ("rsa", "cka", "cka_debiased"):
+            m = _metric(summary, metric)
+            m = m[m["region"] == region].set_index("layer")["score"]
+            assert m.idxmax() == layer, (metric, m)
+        rsa = _metric(summary, "rsa")
+        assert rsa[(rsa["region"] == region) & (rsa["layer"] == layer)]["p"].iloc[0] < 0.05
     # the region summary is the mean of its targets' scores
     a_rows = trained[(trained["region"] == "A")].sort_values("layer")["score"].to_numpy()
     np.testing.assert_allclose(a_rows, per_target["r_trained"][:, :4].mean(1), rtol=1e-5)
 
 
+def test_best_layer_is_chosen_on_training_folds(scored):
+    summary, best, _ = scored
+    best = best.set_index("region")
+    for region, layer in PLANTED.items():
+        row = best.loc[region]
+        assert row["best_layer"] == layer
+        assert row["layers_per_fold"].split() == [str(layer)] * N_RUNS  # one per outer fold
+        assert row["score"] > 0.7 and row["random_score"] < 0.2
+        assert row["relative_depth"] == pytest.approx(layer / (N_LAYERS - 1))
+        r = _metric(summary, "r")
+        r = r[r["region"] == region].set_index("layer")["score"]
+        assert row["gap_to_last"] == pytest.approx(r[layer] - r[N_LAYERS - 1])
+        assert row["gap_ci_low"] <= row["gap_to_last"] <= row["gap_ci_high"]
+    # region A peaks at layer 1 of 3: a real intermediate-layer advantage
+    assert best.loc["A", "gap_ci_low"] > 0.3
+
+
+def test_score_subject_null_pvalues_are_valid(tmp_path):
+    """Pure-noise responses: P(p < alpha) never exceeds alpha (the fold-aggregated
+    permutation p-value is valid, if conservative), and FDR finds nothing."""
+    rng = np.random.default_rng(5)
+    n_targets = 300
+    trained, random = _toy_features(rng)
+    Y = rng.normal(size=(N_STIM, n_targets))
+    stim = np.array([f"s{i}" for i in range(N_STIM)])
+    params = {**ALIGN_PARAMS, "n_bootstraps": 10}
+    rows, _, per_target = score_responses(
+        Y, stim, np.repeat(np.arange(N_RUNS), N_STIM // N_RUNS), np.array([""] * n_targets),
+        {"trained": trained[:1], "random": random[:1]}, {s: i for i, s in enumerate(stim)},
+        params, seed=0)
+    p = per_target["p_trained"][0]
+    assert p.shape == (n_targets,) and np.all((p > 0) & (p <= 1))
+    for alpha in (0.05, 0.1, 0.2, 0.5):
+        tolerance = 2.5 * np.sqrt(alpha * (1 - alpha) / n_targets)
+        assert np.mean(p < alpha) <= alpha + tolerance, alpha
+    assert np.mean(p < 0.5) > 0.1  # not degenerate: small p-values do occur
+    assert not (per_target["q_trained"][0] < 0.05).any()
+
+
+def test_aggregate_fold_pvalues_is_valid_under_dependence():
+    """Identical folds (the worst dependence) and independent folds both stay valid."""
+    rng = np.random.default_rng(0)
+    u = rng.uniform(size=(1, 20000))
+    same = aggregate_fold_pvalues(np.repeat(u, 4, axis=0))
+    indep = aggregate_fold_pvalues(rng.uniform(size=(4, 20000)))
+    for p in (same, indep):
+        for alpha in (0.01, 0.05, 0.2):
+            assert np.mean(p <= alpha) <= alpha + 0.005
+    np.testing.assert_allclose(aggregate_fold_pvalues(np.array([[0.01], [0.2], [0.03], [0.9]])),
+                               [0.06])  # twice the 2nd smallest of 4
+
+
+def test_score_subject_with_repeats_reports_ceiled_scores(tmp_path):
+    responses, features = _write_subject(tmp_path, n_repeats=2)
+    summary, best, per_target = score_subject(responses, features, "toy", ALIGN_PARAMS)
+    ceiling = per_target["ceiling"]
+    assert np.isfinite(ceiling[:8]).all() and (ceiling[:8] > 0.6).all()
+    assert ceiling[8] < 0.3 or np.isnan(ceiling[8])  # the pure-noise target
+    reliable = np.isfinite(ceiling) & (ceiling >= ALIGN_PARAMS["min_ceiling"])
+    ceiled = _metric(summary, "r_ceiled")
+    assert not ceiled.empty and (ceiled["score"].dropna() <= 1.0).all()
+    a = ceiled[(ceiled["region"] == "A") & (ceiled["layer"] == PLANTED["A"])].iloc[0]
+    r = _metric(summary, "r")
+    r_a = r[(r["region"] == "A") & (r["layer"] == PLANTED["A"])]["score"].iloc[0]
+    assert a["score"] > r_a and a["n_targets"] == 4
+    assert a["n_clipped"] >= 0
+    all_row = ceiled[(ceiled["region"] == "all") & (ceiled["layer"] == 0)].iloc[0]
+    assert all_row["n_targets"] == reliable.sum()  # unreliable targets are left out
+    assert best.set_index("region").loc["B", "best_layer"] == PLANTED["B"]
+
+
+def test_average_repeats_keeps_first_appearance_order():
+    Y = np.arange(12, dtype=float).reshape(6, 2)
+    stim = np.array(["b", "a", "b", "c", "a", "b"])
+    group = np.array(["1", "1", "2", "2", "3", "3"])
+    Y_avg, stims, groups, counts = average_repeats(Y, stim, group)
+    assert stims.tolist() == ["b", "a", "c"] and counts.tolist() == [3, 2, 1]
+    assert groups.tolist() == ["1", "1", "2"]
+    np.testing.assert_allclose(Y_avg[0], Y[[0, 2, 5]].mean(0))
+    np.testing.assert_allclose(Y_avg[1], Y[[1, 4]].mean(0))
+
+
 def test_align_subject_writes_outputs(subject_files, tmp_path):
     out_h5, out_tsv = tmp_path / "align" / "sub-x01_toy.h5", tmp_path / "align" / "x.tsv"
-    summary = align_subject(*subject_files, "toy", ALIGN_PARAMS, out_h5, out_tsv)
+    out_best = tmp_path / "align" / "x_best.tsv"
+    summary = align_subject(*subject_files, "toy", ALIGN_PARAMS, out_h5, out_tsv, out_best,
+                            seed=3)
     arrays, attrs = read_arrays(out_h5)
     assert arrays["r_trained"].shape == (N_LAYERS, 9)
     assert arrays["r_random"].shape == (N_LAYERS, 9)
+    assert arrays["q_trained"].shape == (N_LAYERS, 9)
     assert arrays["target_name"].tolist() == [f"v{j}" for j in range(9)]
     assert arrays["target_region"].tolist() == ["A"] * 4 + ["B"] * 4 + [""]
     assert attrs["brainhead_step"] == "align"
@@ -518,7 +650,17 @@ def test_align_subject_writes_outputs(subject_files, tmp_path):
         assert f["r_trained"].dtype == np.float32
     on_disk = pd.read_csv(out_tsv, sep="\t", dtype={"subject": str})
     pd.testing.assert_frame_equal(on_disk, summary, check_dtype=False)
-    assert sorted(p.name for p in out_h5.parent.iterdir()) == ["sub-x01_toy.h5", "x.tsv"]
+    best = pd.read_csv(out_best, sep="\t", dtype={"subject": str})
+    assert list(best.columns) == BEST_COLUMNS and len(best) == 3
+    assert sorted(p.name for p in out_h5.parent.iterdir()) == ["sub-x01_toy.h5", "x.tsv",
+                                                                "x_best.tsv"]
+
+
+def test_score_subject_is_repeatable(subject_files, scored):
+    again, best, _ = score_subject(*subject_files, "toy", ALIGN_PARAMS, seed=3)
+    pd.testing.assert_frame_equal(again, scored[0])
+    other, _, _ = score_subject(*subject_files, "toy", ALIGN_PARAMS, seed=4)
+    assert not np.allclose(other["ci_low"].fillna(0), again["ci_low"].fillna(0))
 
 
 def test_score_subject_missing_stimulus(tmp_path):
@@ -539,7 +681,8 @@ def test_collect_summary(tmp_path):
         return pd.DataFrame({"subject": subject, "modality": "eeg", "region": "all",
                              "model": "m", "control": "trained", "layer": range(n),
                              "metric": "r", "score": np.linspace(0, 1, n),
-                             "n_targets": 3})[SUMMARY_COLUMNS[::-1]]  # columns reordered
+                             "n_targets": 3, "ci_low": 0.0, "ci_high": 1.0, "p": 0.5,
+                             "q": 0.5, "n_clipped": 0})[SUMMARY_COLUMNS[::-1]]  # reordered
     paths = []
     for subject, n in (("01", 2), ("02", 3)):
         paths.append(tmp_path / f"sub-{subject}.tsv")

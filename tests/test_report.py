@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brainhead.align import SUMMARY_COLUMNS
+from brainhead.align import BEST_COLUMNS, SUMMARY_COLUMNS
 from brainhead.report import best_layers, make_report, recovery_table
 
 N_LAYERS = 4
@@ -48,7 +48,34 @@ def _summary(with_all: bool = True) -> pd.DataFrame:
                                     "region": region, "model": "m", "control": control,
                                     "layer": layer, "metric": "r", "score": score,
                                     "n_targets": 5})
+        for region, (trained, random) in regions.items():
+            for layer in range(N_LAYERS):  # paired differences: interval +-0.05
+                diff = trained[layer] - random[layer]
+                records.append({"subject": subject, "modality": modality, "region": region,
+                                "model": "m", "control": "trained-random", "layer": layer,
+                                "metric": "r_diff", "score": diff, "n_targets": 5,
+                                "ci_low": diff - 0.05, "ci_high": diff + 0.05})
     return pd.DataFrame.from_records(records, columns=SUMMARY_COLUMNS)
+
+
+# Best layers as chosen on training folds: sub-02 anterior picks layer 3 (planted 0).
+BEST = {("01", "anterior"): 2, ("01", "posterior"): 1, ("02", "anterior"): 3,
+        ("02", "posterior"): 1}
+
+
+def _best() -> pd.DataFrame:
+    records = []
+    for (subject, region), layer in BEST.items():
+        modality, regions = CURVES[subject]
+        trained, random = regions[region]
+        records.append({"subject": subject, "modality": modality, "region": region,
+                        "model": "m", "best_layer": layer, "layers_per_fold": f"{layer} {layer}",
+                        "score": trained[layer], "random_score": random[layer],
+                        "n_layers": N_LAYERS, "relative_depth": layer / (N_LAYERS - 1),
+                        "last_layer_score": trained[-1],
+                        "gap_to_last": trained[layer] - trained[-1], "gap_ci_low": 0.0,
+                        "gap_ci_high": 0.5})
+    return pd.DataFrame.from_records(records, columns=BEST_COLUMNS)
 
 
 @pytest.fixture
@@ -56,6 +83,7 @@ def files(tmp_path):
     summary_path = tmp_path / "align" / "summary.tsv"
     summary_path.parent.mkdir()
     _summary().to_csv(summary_path, sep="\t", index=False)
+    _best().to_csv(tmp_path / "align" / "best_layers.tsv", sep="\t", index=False)
     truth_path = tmp_path / "truth.json"
     truth_path.write_text(json.dumps(TRUTH))
     return summary_path, truth_path
@@ -63,7 +91,7 @@ def files(tmp_path):
 
 # --------------------------------------------------------------------------- tables
 def test_best_layers_argmax_and_random_at_that_layer():
-    best = best_layers(_summary(with_all=False))
+    best = best_layers(_summary(with_all=False))  # r_diff rows are ignored
     assert list(best.columns) == ["subject", "modality", "model", "region", "layer",
                                   "score", "random"]
     assert len(best) == 4
@@ -94,7 +122,8 @@ def test_best_layers_ignores_other_metrics():
 
 
 def test_recovery_table():
-    table = recovery_table(_summary(), TRUTH).set_index(["subject", "region"])
+    best = pd.concat([_best(), _best().iloc[:1].assign(region="all")], ignore_index=True)
+    table = recovery_table(best, TRUTH).set_index(["subject", "region"])
     assert "all" not in table.index.get_level_values("region")
     assert len(table) == 4
     expected = {("01", "anterior"): (2, 2, True, True),
@@ -103,10 +132,12 @@ def test_recovery_table():
                 ("02", "posterior"): (1, 1, True, True)}
     for key, (layer, planted, recovered, beats) in expected.items():
         row = table.loc[key]
-        assert (row["layer"], row["planted"]) == (layer, planted), key
+        assert (row["best_layer"], row["planted"]) == (layer, planted), key
         assert bool(row["recovered"]) is recovered, key
         assert bool(row["beats_random"]) is beats, key
-    assert table.loc[("02", "anterior"), "random"] == pytest.approx(0.40)
+    assert table.loc[("02", "anterior"), "random_score"] == pytest.approx(0.40)
+    # regions or subjects without a planted layer are left out
+    assert recovery_table(best, {"subjects": {}}).empty
 
 
 # --------------------------------------------------------------------------- HTML
@@ -124,7 +155,7 @@ def test_make_report_with_truth(files, tmp_path):
     summary_path, truth_path = files
     out = tmp_path / "results" / "toy" / "report.html"
     ret = make_report(summary_path, out, study="toy-study", description="A <b>test</b>",
-                      truth_path=truth_path)
+                      truth_path=truth_path, best_path=summary_path.with_name("best_layers.tsv"))
     assert ret == out and out.is_file()
     html = out.read_text()
     _check_self_contained(html, n_figures=2)
@@ -134,27 +165,49 @@ def test_make_report_with_truth(files, tmp_path):
         assert f"<figcaption>sub-{subject}</figcaption>" in html
         assert f"<td>{subject}</td>" in html
     assert "<h2>eeg</h2>" in html and "<h2>fmri</h2>" in html
-    assert "<th>planted</th>" in html and "Vertical line" in html
+    assert "<th>planted</th>" in html and "Vertical lines" in html
     # one cell per region; only sub-02 anterior (best 3, planted 0) is not recovered
     assert html.count('<td class="ok">') == 3
     assert re.findall(r'<td class="bad">(\d+)</td>', html) == ["0"]
-    assert "<td>0.300</td>\n<td>0.400</td>" in html  # trained and random r, sub-02 ant
+    assert "<td>0.300</td><td>0.400</td>" in html  # trained and random r, sub-02 ant
+    # per-modality rows: eeg recovers 2/2, fmri 1/2; trained > random where CI > 0
+    assert "<td>2/2</td>" in html and "<td>1/2</td>" in html
+    # paired table: sub-02 anterior is worse than random at layers 1-3 (CI below 0)
+    assert re.search(r"<td>02</td><td>anterior</td>\s*<td>0 / 4</td><td>3</td>", html)
+    assert "gap to last" in html
     assert "<td>all</td>" not in html  # the 'all' rows are left out when regions exist
-    assert "48 summary rows, 2 subjects" in html  # 2 x 3 regions x 2 x 4
     assert sorted(p.name for p in out.parent.iterdir()) == ["report.html"]  # no temp
 
 
 def test_make_report_without_truth(files, tmp_path):
     summary_path, _ = files
     out = tmp_path / "report.html"
-    make_report(summary_path, out, study="plain")
+    make_report(summary_path, out, study="plain",
+                best_path=summary_path.with_name("best_layers.tsv"))
     html = out.read_text()
     _check_self_contained(html, n_figures=2)
     assert "plain" in html and "sub-01" in html and "sub-02" in html
-    assert "planted" not in html and "Vertical line" not in html
+    assert "planted" not in html and "Vertical lines" not in html
     assert 'class="ok"' not in html and 'class="bad"' not in html
-    assert html.count("<tr><td>") == 4  # one best-layer row per subject and region
     assert sorted(p.name for p in tmp_path.iterdir()) == ["align", "report.html", "truth.json"]
+
+
+def test_make_report_with_ceiling_and_model_free_metrics(files, tmp_path):
+    """r_ceiled, rsa and cka get their own panels; the best-layer table shows r/ceiling."""
+    summary_path, _ = files
+    summary = pd.read_csv(summary_path, sep="\t", dtype={"subject": str})
+    extra = []
+    for metric in ("r_ceiled", "rsa", "cka"):
+        rows = summary[summary["metric"] == "r"].copy()
+        rows["metric"] = metric
+        rows["n_clipped"] = 1
+        extra.append(rows)
+    pd.concat([summary, *extra]).to_csv(summary_path, sep="\t", index=False)
+    out = make_report(summary_path, tmp_path / "r.html", study="x",
+                      best_path=summary_path.with_name("best_layers.tsv"))
+    html = out.read_text()
+    _check_self_contained(html, n_figures=2)
+    assert "<th>r / ceiling</th>" in html and "5 reliable, 1 clipped" in html
 
 
 def test_make_report_without_regions(tmp_path):
@@ -163,7 +216,9 @@ def test_make_report_without_regions(tmp_path):
     summary = summary[summary["region"] == "all"]
     path = tmp_path / "summary.tsv"
     summary.to_csv(path, sep="\t", index=False)
-    out = make_report(path, tmp_path / "r.html", study="noreg")
+    best = _best().assign(region="all").drop_duplicates("subject")
+    best.to_csv(tmp_path / "best.tsv", sep="\t", index=False)
+    out = make_report(path, tmp_path / "r.html", study="noreg", best_path=tmp_path / "best.tsv")
     html = out.read_text()
     _check_self_contained(html, n_figures=2)
     assert html.count("<td>all</td>") == 2

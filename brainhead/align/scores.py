@@ -1,7 +1,28 @@
-"""Layer-by-layer encoding scores of a subject against a model and its random control."""
+"""Layer-by-layer alignment of a subject with a model and its random control.
+
+For every layer of the trained model and of the same architecture with random weights,
+:func:`score_subject` computes
+
+- ``r``: held-out Pearson r of a ridge encoding model (alpha per target chosen by grouped
+  cross-validation inside the training folds; outer folds never split a run that shares a
+  stimulus with another run, nor the repeats of a stimulus), with a bootstrap confidence
+  interval over stimuli and a permutation p-value (test responses shuffled across the
+  stimuli of each fold, which breaks the stimulus-response pairing and nothing else);
+- ``r_ceiled``: ``r`` divided by the split-half noise ceiling when stimuli repeat;
+- ``rsa``: Spearman correlation of the brain and layer RDMs (correlation distance);
+- ``cka`` and ``cka_debiased``: linear CKA of responses and layer features;
+- ``r_diff``: trained minus random ``r`` at the same layer, with a paired bootstrap CI
+  and p-value (the same resampled stimuli for both).
+
+It also picks the best layer per region on the training folds only (inner-CV scores),
+reports the held-out score of that choice, and the intermediate-layer advantage (best
+layer's relative depth and its gap to the last layer, with a bootstrap CI).
+"""
 
 from __future__ import annotations
 
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +31,17 @@ from sklearn.model_selection import GroupKFold, LeaveOneGroupOut
 
 from .._logging import logger, progress
 from ..io.readers import RecordingError
-from ..io.store import provenance, read_responses, write_arrays, atomic_path
+from ..io.store import atomic_path, provenance, read_responses, write_arrays
 from .ridge import GroupRidgeCV, pearson_r
 
 SUMMARY_COLUMNS = ["subject", "modality", "region", "model", "control", "layer", "metric",
-                   "score", "n_targets"]
+                   "score", "n_targets", "ci_low", "ci_high", "p", "q", "n_clipped"]
+
+BEST_COLUMNS = ["subject", "modality", "region", "model", "best_layer", "layers_per_fold",
+                "score", "random_score", "n_layers", "relative_depth", "last_layer_score",
+                "gap_to_last", "gap_ci_low", "gap_ci_high"]
+
+METRICS = ("r", "r_ceiled", "rsa", "cka", "cka_debiased", "r_diff")
 
 
 def leakage_free_groups(stim_id: np.ndarray, group: np.ndarray) -> np.ndarray:
@@ -22,7 +49,8 @@ def leakage_free_groups(stim_id: np.ndarray, group: np.ndarray) -> np.ndarray:
 
     Starts from the recording groups (runs/sessions) and merges every set of groups that
     share a stimulus. If that leaves fewer than three groups (too few for grouped alpha
-    selection inside each training set), stimuli themselves become the groups (all repeats of a stimulus stay together).
+    selection inside each training set), stimuli themselves become the groups (all
+    repeats of a stimulus stay together).
 
     Returns
     -------
@@ -58,6 +86,12 @@ def _outer_splitter(groups: np.ndarray):
     return LeaveOneGroupOut() if n_groups <= 6 else GroupKFold(n_splits=5)
 
 
+def outer_folds(groups: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Outer (train, test) index pairs: leave-one-group-out up to 6 groups, else 5 folds."""
+    dummy = np.zeros((len(groups), 1))
+    return list(_outer_splitter(groups).split(dummy, dummy, groups))
+
+
 def encoding_scores(features: np.ndarray, Y: np.ndarray, groups: np.ndarray,
                     alphas: np.ndarray, n_inner_splits: int) -> np.ndarray:
     """Held-out Pearson r per target, averaged over outer folds.
@@ -73,25 +107,400 @@ def encoding_scores(features: np.ndarray, Y: np.ndarray, groups: np.ndarray,
     -------
     r : ndarray, shape (n_targets,)
     """
-    rs = []
-    for train, test in _outer_splitter(groups).split(features, Y, groups):
+    fit = fit_layer(features, Y, outer_folds(groups), groups, alphas, n_inner_splits)
+    return np.nanmean(fit.r_folds, axis=0)
+
+
+@dataclass
+class LayerFit:
+    """Cross-validated encoding of one layer.
+
+    Attributes
+    ----------
+    pred : ndarray, shape (n_samples, n_targets)
+        Held-out predictions (each row predicted by the model of its outer fold).
+    r_folds : ndarray, shape (n_folds, n_targets)
+        Held-out Pearson r per outer fold.
+    inner : ndarray, shape (n_folds, n_targets)
+        Inner-CV R^2 of the chosen alpha, from the training data of each fold only.
+    """
+
+    pred: np.ndarray
+    r_folds: np.ndarray
+    inner: np.ndarray
+
+
+def fit_layer(features: np.ndarray, Y: np.ndarray, folds, groups: np.ndarray,
+              alphas: np.ndarray, n_inner_splits: int) -> LayerFit:
+    """Fit :class:`GroupRidgeCV` in each outer fold and keep predictions and scores."""
+    pred = np.zeros(Y.shape, dtype=np.float32)
+    r_folds, inner = [], []
+    for train, test in folds:
         model = GroupRidgeCV(alphas=alphas, n_splits=n_inner_splits)
         model.fit(features[train], Y[train], groups=groups[train])
-        rs.append(pearson_r(model.predict(features[test]), Y[test]))
-    return np.nanmean(np.stack(rs), axis=0)
+        p = model.predict(features[test])
+        pred[test] = p
+        r_folds.append(pearson_r(p, Y[test]))
+        inner.append(np.max(model.cv_scores_, axis=0))
+    return LayerFit(pred, np.stack(r_folds), np.stack(inner))
 
 
-def score_subject(responses_path, features_path, model: str, align_params: dict
-                  ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+def _zscore_cols(a: np.ndarray) -> np.ndarray:
+    a = a - a.mean(0)
+    norm = np.sqrt((a**2).sum(0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norm > 0, a / norm, np.nan)
+
+
+def _fold_r_perm(zp: list[np.ndarray], zy: list[np.ndarray], idx: list[np.ndarray]
+                 ) -> np.ndarray:
+    """Pearson r of every fold with the fold's test responses permuted, (n_folds, n_targets).
+
+    ``zp`` and ``zy`` are column-normalised (:func:`_zscore_cols`) test predictions and
+    responses; a permutation keeps a column's mean and norm, so no re-normalisation.
+    """
+    return np.stack([np.einsum("ij,ij->j", p, y[i]) for p, y, i in zip(zp, zy, idx)])
+
+
+def aggregate_fold_pvalues(p_folds: np.ndarray) -> np.ndarray:
+    """Combine per-fold p-values into one that stays valid under dependence between folds.
+
+    Each outer fold's permutation p-value is exact (its predictions come from a model
+    that never saw its test responses), but folds share training data, so their scores
+    are dependent and a null that permutes folds independently would be too narrow.
+    Twice the ``ceil(n_folds / 2)``-th smallest p-value, capped at 1, is valid under any
+    dependence (the quantile aggregation of Meinshausen, Meier and Buehlmann 2009 with
+    gamma 1/2: at least half of the folds must reach ``p / 2``).
+
+    Parameters
+    ----------
+    p_folds : ndarray, shape (n_folds, ...)
+
+    Returns
+    -------
+    p : ndarray, shape (...)
+    """
+    with np.errstate(invalid="ignore"):
+        med = np.quantile(p_folds, 0.5, axis=0, method="lower")
+    return np.minimum(1.0, 2.0 * med)
+
+
+def _fold_r_boot(pred: list[np.ndarray], y: list[np.ndarray], idx: list[np.ndarray]
+                 ) -> np.ndarray:
+    """Mean over folds of Pearson r on (prediction, response) pairs resampled per fold."""
+    total = 0.0
+    for p, t, i in zip(pred, y, idx):
+        total = total + np.einsum("ij,ij->j", _zscore_cols(p[i]), _zscore_cols(t[i]))
+    return total / len(pred)
+
+
+def _resampling_indices(folds, n: int, rng: np.random.Generator, kind: str):
+    """One permutation or bootstrap draw of the test rows of every fold (local indices)."""
+    out = []
+    for _, test in folds:
+        if kind == "perm":
+            out.append(rng.permutation(len(test)))
+        else:
+            out.append(rng.integers(0, len(test), len(test)))
+    return out
+
+
+def _region_masks(regions: np.ndarray) -> dict[str, np.ndarray]:
+    regions = np.asarray(regions).astype(str)
+    masks = {"all": np.ones(len(regions), bool)}
+    for name in sorted(set(regions.tolist()) - {""}):
+        masks[name] = regions == name
+    return masks
+
+
+def _rank_condensed(rdm: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return rankdata(rdm)
+
+
+def _rsa_null(brain_rdm: np.ndarray, layer_ranks: np.ndarray, n: int, perms) -> np.ndarray:
+    """Spearman RSA under stimulus permutations of the layer RDM (ranks re-indexed)."""
+    from scipy.spatial.distance import squareform
+
+    b = _zscore_cols(_rank_condensed(brain_rdm)[:, None])[:, 0]
+    square = squareform(layer_ranks)
+    iu = np.triu_indices(n, 1)
+    out = np.empty(len(perms))
+    for k, p in enumerate(perms):
+        v = square[np.ix_(p, p)][iu]
+        out[k] = b @ _zscore_cols(v[:, None])[:, 0]
+    return out
+
+
+def _centred_gram(X: np.ndarray) -> np.ndarray:
+    Xc = X - X.mean(0)
+    return Xc @ Xc.T
+
+
+def _cka_null(K: np.ndarray, L: np.ndarray, perms) -> np.ndarray:
+    """Biased linear CKA with the rows of the first representation permuted."""
+    normk, norml = np.sqrt((K * K).sum()), np.sqrt((L * L).sum())
+    return np.array([(K[np.ix_(p, p)] * L).sum() / (normk * norml) for p in perms])
+
+
+def _pvalue(observed: float, null: np.ndarray) -> float:
+    """One-sided permutation p-value with the +1 correction (NaN when undefined)."""
+    null = null[np.isfinite(null)]
+    if not np.isfinite(observed) or null.size == 0:
+        return np.nan
+    return float((1 + np.sum(null >= observed)) / (1 + null.size))
+
+
+def _ci(boot: np.ndarray, level: float) -> tuple[float, float]:
+    boot = boot[np.isfinite(boot)]
+    if boot.size == 0:
+        return np.nan, np.nan
+    lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def average_repeats(Y: np.ndarray, stim_id: np.ndarray, group: np.ndarray):
+    """Average the repeats of each stimulus.
+
+    Returns
+    -------
+    Y_avg : ndarray, shape (n_unique, n_targets)
+    stim_ids : ndarray of str, shape (n_unique,)
+        In order of first appearance.
+    group : ndarray of str, shape (n_unique,)
+        The group (run) of each stimulus' first presentation.
+    n_repeats : ndarray of int, shape (n_unique,)
+    """
+    stim_id = np.asarray(stim_id).astype(str)
+    uniq, first, inverse, counts = np.unique(stim_id, return_index=True, return_inverse=True,
+                                             return_counts=True)
+    order = np.argsort(first)
+    sums = np.zeros((len(uniq), Y.shape[1]))
+    np.add.at(sums, inverse, Y)
+    Y_avg = (sums / counts[:, None])[order]
+    return Y_avg, uniq[order], np.asarray(group).astype(str)[first[order]], counts[order]
+
+
+def score_responses(Y, stim_id, group, regions, features: dict[str, np.ndarray],
+                    feature_rows: dict[str, int], params: dict, *, seed: int = 0,
+                    label: str = "") -> tuple[list[dict], list[dict], dict[str, np.ndarray]]:
+    """All alignment metrics of one subject's responses against layer features.
+
+    Parameters
+    ----------
+    Y : ndarray, shape (n_samples, n_targets)
+        One row per trial (repeats of a stimulus allowed).
+    stim_id, group : ndarray, shape (n_samples,)
+        Stimulus of each row and its recording group (run/session).
+    regions : ndarray of str, shape (n_targets,)
+    features : dict of str to ndarray, shape (n_layers, n_stimuli, dim)
+        ``trained`` and ``random`` features of every stimulus.
+    feature_rows : dict of str to int
+        Row of each stimulus id in the feature arrays.
+    params : dict
+        The study's ``align`` section (alphas_log10, n_inner_splits, n_permutations,
+        n_bootstraps, ci, min_ceiling).
+    seed : int
+        Seeds the permutations and bootstraps (shared by every layer and control, so
+        trained and random are compared on the same draws).
+
+    Returns
+    -------
+    rows : list of dict
+        Summary rows (:data:`SUMMARY_COLUMNS` except subject/modality/model).
+    best : list of dict
+        Best-layer rows (:data:`BEST_COLUMNS` except subject/modality/model).
+    per_target : dict of str to ndarray
+        ``r_<control>`` (n_layers, n_targets), ``p_<control>`` and ``q_<control>``
+        (permutation p and BH q per target), ``ceiling`` (n_targets, NaN without
+        repeats).
+    """
+    from .ceilings import normalise_by_ceiling, r_ceiling, split_half_ceiling
+    from .cka import linear_cka
+    from .rsa import compute_rdm
+    from .stats import fdr_bh
+
+    Y = np.asarray(Y, dtype=np.float64)
+    stim_id = np.asarray(stim_id).astype(str)
+    n_perm, n_boot = int(params["n_permutations"]), int(params["n_bootstraps"])
+    level = float(params["ci"])
+    lo, hi, n = params["alphas_log10"]
+    alphas = np.logspace(lo, hi, int(n))
+
+    # Noise ceiling from the single trials, then one row per stimulus.
+    ceiling = np.full(Y.shape[1], np.nan)
+    if len(np.unique(stim_id)) < len(stim_id):
+        ceiling = r_ceiling(split_half_ceiling(Y, stim_id, seed=seed))
+    Y, stims, group, _ = average_repeats(Y, stim_id, group)
+    groups = leakage_free_groups(stims, group)
+    folds = outer_folds(groups)
+    masks = _region_masks(regions)
+    n_stim = len(stims)
+
+    rng = np.random.default_rng(seed)
+    perms = [_resampling_indices(folds, n_stim, rng, "perm") for _ in range(n_perm)]
+    boots = [_resampling_indices(folds, n_stim, rng, "boot") for _ in range(n_boot)]
+    stim_perms = [rng.permutation(n_stim) for _ in range(n_perm)]
+    zy = [_zscore_cols(Y[test]) for _, test in folds]
+    ytest = [Y[test] for _, test in folds]
+
+    brain_rdms, brain_grams = {}, {}
+    for region, cols in masks.items():
+        if cols.sum() >= 2:
+            brain_rdms[region] = compute_rdm(Y[:, cols], metric="correlation")
+        brain_grams[region] = _centred_gram(Y[:, cols])
+
+    rows: list[dict] = []
+    per_target: dict[str, np.ndarray] = {"ceiling": ceiling.astype(np.float32)}
+    region_curves: dict[tuple[str, str], np.ndarray] = {}  # (control, region) -> (layer,)
+    region_boot: dict[tuple[str, str], np.ndarray] = {}  # -> (layer, n_boot)
+    region_folds: dict[tuple[str, str], np.ndarray] = {}  # -> (layer, fold)
+    region_inner: dict[tuple[str, str], np.ndarray] = {}  # -> (layer, fold)
+    for control, F in features.items():
+        rows_idx = np.array([feature_rows[s] for s in stims])
+        n_layers = F.shape[0]
+        r_all = np.empty((n_layers, Y.shape[1]))
+        p_all = np.empty((n_layers, Y.shape[1]))
+        for key in masks:
+            region_curves[(control, key)] = np.empty(n_layers)
+            region_boot[(control, key)] = np.empty((n_layers, n_boot))
+            region_folds[(control, key)] = np.empty((n_layers, len(folds)))
+            region_inner[(control, key)] = np.empty((n_layers, len(folds)))
+        for layer in progress(range(n_layers), desc=f"{label} {control}"):
+            X = F[layer][rows_idx].astype(np.float64)
+            fit = fit_layer(X, Y, folds, groups, alphas, params["n_inner_splits"])
+            zp = [_zscore_cols(fit.pred[test].astype(np.float64)) for _, test in folds]
+            r = np.nanmean(fit.r_folds, axis=0)
+            r_all[layer] = r
+            # Exact within-fold permutation p-values, aggregated over folds.
+            n_folds = len(folds)
+            exceed = np.zeros((n_folds, Y.shape[1]))
+            valid = np.zeros((n_folds, Y.shape[1]))
+            region_obs = {key: np.nanmean(fit.r_folds[:, cols], axis=1)
+                          for key, cols in masks.items()}
+            region_exceed = {key: np.zeros(n_folds) for key in masks}
+            for idx in perms:
+                r_null = _fold_r_perm(zp, zy, idx)  # (fold, target)
+                exceed += np.where(np.isfinite(r_null), r_null >= fit.r_folds, 0)
+                valid += np.isfinite(r_null)
+                for key, cols in masks.items():
+                    region_exceed[key] += np.nanmean(r_null[:, cols], axis=1) >= region_obs[key]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                p_folds = np.where(np.isfinite(fit.r_folds), (1 + exceed) / (1 + valid), np.nan)
+            p_all[layer] = aggregate_fold_pvalues(p_folds)
+            region_p = {key: float(aggregate_fold_pvalues((1 + region_exceed[key]) / (1 + n_perm)))
+                        for key in masks}
+            ptest = [fit.pred[test].astype(np.float64) for _, test in folds]
+            with np.errstate(invalid="ignore"):
+                boot_r = np.stack([_fold_r_boot(ptest, ytest, idx) for idx in boots])
+            layer_ranks = _rank_condensed(compute_rdm(X, metric="correlation"))
+            K = _centred_gram(X)
+            for key, cols in masks.items():
+                score = float(np.nanmean(r[cols]))
+                region_curves[(control, key)][layer] = score
+                region_boot[(control, key)][layer] = np.nanmean(boot_r[:, cols], axis=1)
+                region_folds[(control, key)][layer] = np.nanmean(fit.r_folds[:, cols], axis=1)
+                region_inner[(control, key)][layer] = np.nanmean(fit.inner[:, cols], axis=1)
+                base = {"region": key, "control": control, "layer": layer,
+                        "n_targets": int(cols.sum()), "n_clipped": 0}
+                ci = _ci(region_boot[(control, key)][layer], level)
+                rows.append({**base, "metric": "r", "score": score, "ci_low": ci[0],
+                             "ci_high": ci[1], "p": region_p[key]})
+                if np.isfinite(ceiling[cols]).any():
+                    normed, reliable, n_clipped = normalise_by_ceiling(
+                        r[cols], ceiling[cols], min_ceiling=params["min_ceiling"])
+                    rows.append({**base, "metric": "r_ceiled",
+                                 "score": float(np.nanmean(normed)) if reliable.any() else np.nan,
+                                 "n_targets": int(reliable.sum()), "n_clipped": int(n_clipped),
+                                 "ci_low": np.nan, "ci_high": np.nan, "p": np.nan})
+                if key in brain_rdms:
+                    b = brain_rdms[key]
+                    obs = float(_zscore_cols(_rank_condensed(b)[:, None])[:, 0]
+                                @ _zscore_cols(layer_ranks[:, None])[:, 0])
+                    null = _rsa_null(b, layer_ranks, n_stim, stim_perms)
+                    rows.append({**base, "metric": "rsa", "score": obs, "ci_low": np.nan,
+                                 "ci_high": np.nan, "p": _pvalue(obs, null)})
+                L = brain_grams[key]
+                cka = float(linear_cka(Y[:, cols], X))
+                rows.append({**base, "metric": "cka", "score": cka, "ci_low": np.nan,
+                             "ci_high": np.nan, "p": _pvalue(cka, _cka_null(K, L, stim_perms))})
+                rows.append({**base, "metric": "cka_debiased",
+                             "score": float(linear_cka(Y[:, cols], X, debiased=True)),
+                             "ci_low": np.nan, "ci_high": np.nan, "p": np.nan})
+        per_target[f"r_{control}"] = r_all.astype(np.float32)
+        per_target[f"p_{control}"] = p_all.astype(np.float32)
+        per_target[f"q_{control}"] = np.stack([fdr_bh(p) for p in p_all]).astype(np.float32)
+
+    # Paired comparison: trained minus random at each layer, same bootstrap draws.
+    if {"trained", "random"} <= set(features):
+        for key, cols in masks.items():
+            diff = region_curves[("trained", key)] - region_curves[("random", key)]
+            boot = region_boot[("trained", key)] - region_boot[("random", key)]
+            for layer in range(len(diff)):
+                b = boot[layer][np.isfinite(boot[layer])]
+                p = (float((1 + 2 * min(np.sum(b <= 0), np.sum(b >= 0))) / (1 + b.size))
+                     if b.size else np.nan)
+                lo_, hi_ = _ci(boot[layer], level)
+                rows.append({"region": key, "control": "trained-random", "layer": layer,
+                             "metric": "r_diff", "score": float(diff[layer]),
+                             "n_targets": int(cols.sum()), "n_clipped": 0, "ci_low": lo_,
+                             "ci_high": hi_, "p": min(p, 1.0)})
+
+    # Benjamini-Hochberg across every p-value of this subject's summary.
+    pvals = np.array([row["p"] for row in rows], dtype=float)
+    qvals = fdr_bh(pvals)
+    for row, q in zip(rows, qvals):
+        row["q"] = float(q)
+
+    best = []
+    for key in masks:
+        if ("trained", key) not in region_curves:
+            continue
+        best.append(_best_layer_row(key, region_inner, region_folds, region_boot, level))
+    return rows, best, per_target
+
+
+def _best_layer_row(key, region_inner, region_folds, region_boot, level) -> dict:
+    """Best layer chosen per fold on inner-CV scores, and the intermediate-layer gap."""
+    inner = region_inner[("trained", key)]  # (layer, fold)
+    held = region_folds[("trained", key)]
+    n_layers = inner.shape[0]
+    filled = np.where(np.isfinite(inner), inner, -np.inf)
+    chosen = np.argmax(filled, axis=0)  # per fold, from training data only
+    folds = np.arange(inner.shape[1])
+    score = float(np.nanmean(held[chosen, folds]))
+    random_held = region_folds.get(("random", key))
+    random_score = (float(np.nanmean(random_held[chosen, folds]))
+                    if random_held is not None else np.nan)
+    best_layer = int(np.bincount(chosen, minlength=n_layers).argmax())
+    curve = np.nanmean(held, axis=1)
+    # The gap of the train-chosen layer over the last one, resampling stimuli (the layer
+    # is not re-chosen per resample, so the interval can cover 0).
+    boot = region_boot[("trained", key)]  # (layer, n_boot)
+    lo, hi = _ci(boot[best_layer] - boot[-1], level)
+    return {"region": key, "best_layer": best_layer,
+            "layers_per_fold": " ".join(str(int(c)) for c in chosen), "score": score,
+            "random_score": random_score, "n_layers": n_layers,
+            "relative_depth": best_layer / max(n_layers - 1, 1),
+            "last_layer_score": float(curve[-1]),
+            "gap_to_last": float(curve[best_layer] - curve[-1]),
+            "gap_ci_low": lo, "gap_ci_high": hi}
+
+
+def score_subject(responses_path, features_path, model: str, align_params: dict, *,
+                  seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
     """Score every layer of a model and of its random control against one subject.
 
     Returns
     -------
     summary : DataFrame
         Columns :data:`SUMMARY_COLUMNS`; one row per region (plus ``all``), control,
-        layer; metric ``r`` is the mean held-out Pearson r over the region's targets.
+        layer and metric.
+    best : DataFrame
+        Columns :data:`BEST_COLUMNS`; one row per region.
     per_target : dict of str to ndarray
-        ``r_trained`` and ``r_random``, shape (n_layers, n_targets).
+        See :func:`score_responses`.
     """
     from ..features import read_features
 
@@ -105,51 +514,51 @@ def score_subject(responses_path, features_path, model: str, align_params: dict
             f"sub-{table.subject}: {len(missing)} stimuli of {Path(responses_path).name} are "
             f"not in the stimuli table of {Path(features_path).name} (e.g. {missing[:3]})"
         )
-    rows = np.array([index[s] for s in view.rows["stim_id"]])
-    groups = leakage_free_groups(view.rows["stim_id"], view.rows["group"])
-    Y = view.X.astype(np.float64)
-    lo, hi, n = align_params["alphas_log10"]
-    alphas = np.logspace(lo, hi, int(n))
-    per_target = {}
-    records = []
-    regions = table.targets.region
-    region_names = ["all"] + sorted(set(regions.tolist()) - {""})
-    for control, F in feats.items():
-        scores = np.stack([
-            encoding_scores(F[layer][rows].astype(np.float64), Y, groups, alphas,
-                            align_params["n_inner_splits"])
-            for layer in progress(range(F.shape[0]), desc=f"sub-{table.subject} {control}")
-        ])
-        per_target[f"r_{control}"] = scores.astype(np.float32)
-        for region in region_names:
-            cols = np.ones(len(regions), bool) if region == "all" else regions == region
-            for layer in range(F.shape[0]):
-                records.append({"subject": table.subject, "modality": table.modality,
-                                "region": region, "model": model, "control": control,
-                                "layer": layer, "metric": "r",
-                                "score": float(np.nanmean(scores[layer, cols])),
-                                "n_targets": int(cols.sum())})
-    logger.info("sub-%s: scored %d layers x 2 controls", table.subject, F.shape[0])
-    return pd.DataFrame.from_records(records, columns=SUMMARY_COLUMNS), per_target
+    subject_seed = [seed, zlib.crc32(table.subject.encode())]
+    rows, best, per_target = score_responses(
+        view.X, view.rows["stim_id"], view.rows["group"], table.targets.region, feats, index,
+        align_params, seed=np.random.SeedSequence(subject_seed).generate_state(1)[0],
+        label=f"sub-{table.subject}")
+    ident = {"subject": table.subject, "modality": table.modality, "model": model}
+    summary = pd.DataFrame([{**ident, **row} for row in rows], columns=SUMMARY_COLUMNS)
+    best = pd.DataFrame([{**ident, **row} for row in best], columns=BEST_COLUMNS)
+    logger.info("sub-%s: scored %d layers x %d controls", table.subject,
+                per_target["r_trained"].shape[0], len(feats))
+    return summary, best, per_target
 
 
 def align_subject(responses_path, features_path, model: str, align_params: dict,
-                  out_h5, out_tsv) -> pd.DataFrame:
-    """Score one subject and write per-target scores (HDF5) and the summary rows (TSV)."""
-    summary, per_target = score_subject(responses_path, features_path, model, align_params)
+                  out_h5, out_tsv, out_best=None, *, seed: int = 0) -> pd.DataFrame:
+    """Score one subject and write per-target scores (HDF5) and summary rows (TSV).
+
+    ``out_best`` (optional) receives the best-layer rows (:data:`BEST_COLUMNS`).
+    """
+    summary, best, per_target = score_subject(responses_path, features_path, model,
+                                              align_params, seed=seed)
     table = read_responses(responses_path)
-    attrs = provenance("align", {"model": model, **align_params})
+    attrs = provenance("align", {"model": model, "seed": seed, **align_params})
     write_arrays(out_h5, {**per_target, "target_name": table.targets.name,
                           "target_region": table.targets.region}, attrs)
     with atomic_path(out_tsv) as tmp:
         summary.to_csv(tmp, sep="\t", index=False)
+    if out_best is not None:
+        with atomic_path(out_best) as tmp:
+            best.to_csv(tmp, sep="\t", index=False)
     return summary
 
 
-def collect_summary(tsv_paths, out_path) -> pd.DataFrame:
-    """Concatenate per-subject summaries into ``align/summary.tsv``."""
+def collect_summary(tsv_paths, out_path, columns=None) -> pd.DataFrame:
+    """Concatenate per-subject tables (summary or best layers) into one TSV."""
+    columns = SUMMARY_COLUMNS if columns is None else columns
     frames = [pd.read_csv(p, sep="\t", dtype={"subject": str}) for p in tsv_paths]
-    summary = pd.concat(frames, ignore_index=True)[SUMMARY_COLUMNS]
+    summary = pd.concat(frames, ignore_index=True)[columns]
     with atomic_path(out_path) as tmp:
         summary.to_csv(tmp, sep="\t", index=False)
     return summary
+
+
+def collect_alignment(summary_paths, best_paths, out_summary, out_best
+                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Write ``align/summary.tsv`` and ``align/best_layers.tsv`` from per-subject tables."""
+    return (collect_summary(summary_paths, out_summary),
+            collect_summary(best_paths, out_best, BEST_COLUMNS))

@@ -1,4 +1,5 @@
-# Ridge encoding scores per subject x layer, trained model vs random control.
+# Alignment per subject x model: ridge encoding (r, r_ceiled), RSA, CKA, statistics,
+# for every layer of the trained model and of its random-weights control.
 rule align:
     input:
         responses=f"{RESULTS}/sub-{{subject}}/responses.h5",
@@ -6,26 +7,32 @@ rule align:
     output:
         h5=f"{RESULTS}/align/sub-{{subject}}_{{model}}.h5",
         tsv=f"{RESULTS}/align/sub-{{subject}}_{{model}}.tsv",
+        best=f"{RESULTS}/align/sub-{{subject}}_{{model}}_best.tsv",
     params:
         align=STUDY.config["align"],
+        seed=STUDY.seed,
     log:
         f"{LOGS}/align/sub-{{subject}}_{{model}}.log",
     benchmark:
-        f"benchmarks/{STUDY.name}/align/sub-{{subject}}_{{model}}.tsv"
+        f"{RESULTS}/benchmarks/align/sub-{{subject}}_{{model}}.tsv"
     resources:
         mem_mb=3000,
         runtime=30,
     run:
-        step(log, align_subject, *input, wildcards.model, params.align, *output)
+        step(log, align_subject, input.responses, input.features, wildcards.model,
+             params.align, output.h5, output.tsv, output.best, seed=params.seed)
 
 
 rule summary:
     input:
-        expand(f"{RESULTS}/align/sub-{{subject}}_{{model}}.tsv", subject=SUBJECTS,
-               model=MODELS),
+        summary=expand(f"{RESULTS}/align/sub-{{subject}}_{{model}}.tsv", subject=SUBJECTS,
+                       model=MODELS),
+        best=expand(f"{RESULTS}/align/sub-{{subject}}_{{model}}_best.tsv", subject=SUBJECTS,
+                    model=MODELS),
     output:
-        f"{RESULTS}/align/summary.tsv",
+        summary=f"{RESULTS}/align/summary.tsv",
+        best=f"{RESULTS}/align/best_layers.tsv",
     log:
         f"{LOGS}/align/summary.log",
     run:
-        step(log, collect_summary, input, output[0])
+        step(log, collect_alignment, input.summary, input.best, output.summary, output.best)

@@ -6,7 +6,8 @@ rule features:
         f"{RESULTS}/features/{{model}}.h5",
     params:
         model=lambda wildcards: MODEL_CFG[wildcards.model],
-        opts={"seed": STUDY.seed, "batch_size": STUDY.config["features"]["batch_size"]},
+        opts={"seed": STUDY.seed, "batch_size": STUDY.config["features"]["batch_size"],
+              "cache_dir": STUDY.config["features"]["cache_dir"]},
     log:
         f"{LOGS}/features/{{model}}.log",
     threads: 2
