@@ -43,7 +43,7 @@ SUBJECTS = {
     "eeg": {"simulate": {"n_channels": 24}},
     "seeg": {"simulate": {"n_shafts": 4, "contacts_per_shaft": 8}},
 }
-DEFAULT_SNR = {"fmri": 0.5, "eeg": 0.8, "seeg": 0.5}
+DEFAULT_SNR = {"fmri": 0.7, "eeg": 1.2, "seeg": 0.5}
 
 
 def _study(tmp: Path, modality: str, seed: int, snr: float, n_stimuli: int,

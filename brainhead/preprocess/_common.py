@@ -145,3 +145,18 @@ def check_same_sfreq(runs: list[Run], subject: str) -> None:
                 f"sub-{subject}: {os.path.relpath(run.path)}: sampling rate "
                 f"{run.raw.info['sfreq']} Hz differs from the first run's {sfreq} Hz"
             )
+
+
+def study_path(spec, value) -> Path:
+    """A preprocessing path option: absolute, or relative to the study's study.yaml.
+
+    :func:`brainhead.specs.load_subject` already makes these absolute; this also serves
+    specs built by hand.
+    """
+    path = Path(value)
+    if path.is_absolute():
+        return path
+    for parent in Path(spec.path).resolve().parents:
+        if (parent / "study.yaml").is_file():
+            return parent / path
+    return Path(spec.path).resolve().parent / path

@@ -35,6 +35,7 @@ from .._logging import logger
 from ..io.datasets import FmriRun, FmriRuns
 from ..io.readers import RecordingError, read_bold
 from ..io.table import ResponseTable, Targets, View
+from ._common import study_path as _study_path
 
 __all__ = ["find_bids_func_runs", "lsa_betas", "lss_betas", "preprocess_fmri",
            "preprocess_fmri_runs", "read_events", "read_motion", "read_onset_files",
@@ -321,17 +322,6 @@ def volume_responses(Y: np.ndarray, frame_times: np.ndarray, events: pd.DataFram
 
 
 # --------------------------------------------------------------------------- masks
-def _study_path(spec, value) -> Path:
-    """A preprocessing path option: absolute, or relative to the study's study.yaml."""
-    path = Path(value)
-    if path.is_absolute():
-        return path
-    for parent in Path(spec.path).resolve().parents:
-        if (parent / "study.yaml").is_file():
-            return parent / path
-    return Path(spec.path).resolve().parent / path
-
-
 def _load_3d(value, what: str, subject: str):
     if value is None or not isinstance(value, (str, os.PathLike)):
         return value

@@ -32,6 +32,7 @@ from .._logging import logger
 from ..io.readers import RecordingError
 from ..io.table import ResponseTable, Targets, View
 from ._common import check_same_channels, check_same_sfreq, drop_bads, parse_events
+from ._common import study_path as _study_path
 
 __all__ = ["Contacts", "atlas_regions", "bipolar_pairs", "contacts_of", "high_gamma_envelope",
            "parse_contact", "preprocess_seeg", "read_label_table", "rereference"]
@@ -254,17 +255,6 @@ def _tsv_regions(run) -> dict[str, str]:
             if region not in ("", "n/a") and name not in lookup:
                 lookup[str(name)] = str(region)
     return lookup
-
-
-def _study_path(spec, value: str) -> Path:
-    """A preprocessing path option: absolute, or relative to the study's study.yaml."""
-    path = Path(value)
-    if path.is_absolute():
-        return path
-    for parent in Path(spec.path).resolve().parents:
-        if (parent / "study.yaml").is_file():
-            return parent / path
-    return Path(spec.path).resolve().parent / path
 
 
 def contacts_of(raw, run=None, *, subject: str | None = None, atlas=None,
