@@ -473,7 +473,9 @@ def _best_layer_row(key, region_inner, region_folds, region_boot, level) -> dict
     random_held = region_folds.get(("random", key))
     random_score = (float(np.nanmean(random_held[chosen, folds]))
                     if random_held is not None else np.nan)
-    best_layer = int(np.bincount(chosen, minlength=n_layers).argmax())
+    # The layer reported as best: highest inner-CV score averaged over the outer folds'
+    # training sets (no held-out prediction enters the choice).
+    best_layer = int(np.argmax(np.nanmean(filled, axis=1)))
     curve = np.nanmean(held, axis=1)
     # The gap of the train-chosen layer over the last one, resampling stimuli (the layer
     # is not re-chosen per resample, so the interval can cover 0).
