@@ -124,7 +124,8 @@ def main(argv=None) -> int:
             rec["modality"] = modality
             rows.append(rec)
             print(f"{modality} seed {seed}: best {rec['best_layer'].tolist()} planted "
-                  f"{rec['planted'].tolist()} r {np.round(rec['planted_r'], 3).tolist()}",
+                  f"{rec['planted'].tolist()} r {np.round(rec['planted_r'], 3).tolist()} "
+                  f"random wins {int(rec['random_wins'].sum())}",
                   flush=True)
         print(f"{modality}: {time.perf_counter() - t0:.0f} s", flush=True)
     table = pd.concat(rows, ignore_index=True)
