@@ -194,7 +194,7 @@ def _fold_r_boot(pred: list[np.ndarray], y: list[np.ndarray], idx: list[np.ndarr
     return total / len(pred)
 
 
-def _resampling_indices(folds, n: int, rng: np.random.Generator, kind: str):
+def _resampling_indices(folds, rng: np.random.Generator, kind: str):
     """One permutation or bootstrap draw of the test rows of every fold (local indices)."""
     out = []
     for _, test in folds:
@@ -339,8 +339,8 @@ def score_responses(Y, stim_id, group, regions, features: dict[str, np.ndarray],
     n_stim = len(stims)
 
     rng = np.random.default_rng(seed)
-    perms = [_resampling_indices(folds, n_stim, rng, "perm") for _ in range(n_perm)]
-    boots = [_resampling_indices(folds, n_stim, rng, "boot") for _ in range(n_boot)]
+    perms = [_resampling_indices(folds, rng, "perm") for _ in range(n_perm)]
+    boots = [_resampling_indices(folds, rng, "boot") for _ in range(n_boot)]
     stim_perms = [rng.permutation(n_stim) for _ in range(n_perm)]
     zy = [_zscore_cols(Y[test]) for _, test in folds]
     ytest = [Y[test] for _, test in folds]
