@@ -54,7 +54,7 @@ Vertical lines: the layer planted in the simulation.{% endif %}</p>
 {% if has_truth %}<td>{{ row.recovered }}</td>{% endif %}</tr>{% endfor %}</table>{% endif %}
 
 <h2>Best layer per subject and region</h2>
-<p class="note">Chosen in each outer fold from inner-CV scores of the training data only;
+<p class="note">Chosen in each outer fold from scores of the training data only (leave-one-stimulus-out by default);
 the score is the held-out r of that choice (never the maximum of the test curve).
 Gap: r at the best layer minus r at the last layer (the intermediate-layer advantage),
 with its bootstrap interval; depth = best layer / last layer.</p>
@@ -83,7 +83,7 @@ lies above zero.</p>
 {% for modality, figs in figures.items() %}
 <h2>{{ modality }}</h2>
 {% for fig in figs %}<figure><img alt="layer curves sub-{{ fig.subject }}" src="data:image/png;base64,{{ fig.png }}">
-<figcaption>sub-{{ fig.subject }}</figcaption></figure>{% endfor %}
+<figcaption>sub-{{ fig.subject }} ({{ fig.view }} view)</figcaption></figure>{% endfor %}
 {% endfor %}
 <p class="note">Provenance: {{ provenance }}</p>
 </body></html>
@@ -152,7 +152,8 @@ def _layer_curves_png(sub: pd.DataFrame, planted: dict[str, int]) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = [m for m in ("r", "r_ceiled", "rsa", "cka") if (sub["metric"] == m).any()]
+    metrics = [m for m in ("r", "r_ceiled", "rsa", "rsa_crossnobis", "cka")
+               if (sub["metric"] == m).any()]
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics), 3.0), dpi=90,
                              squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -261,8 +262,9 @@ def make_report(summary_path, out_path, *, study: str, description: str = "",
     curves = summary[summary["control"].isin(["trained", "random"])]
     for (modality, subject), sub in curves.groupby(["modality", "subject"], sort=True):
         planted = truth["subjects"].get(subject, {}).get("regions", {}) if truth else {}
+        view = sub["view"].iloc[0] if "view" in sub else "stimulus"
         figures.setdefault(modality, []).append(
-            {"subject": subject, "png": _layer_curves_png(sub, planted)})
+            {"subject": subject, "view": view, "png": _layer_curves_png(sub, planted)})
     html = Environment(autoescape=True).from_string(_TEMPLATE).render(
         study=study, description=description, model=", ".join(sorted(set(summary["model"]))),
         best=best.to_dict("records"), figures=figures, has_truth=truth is not None,

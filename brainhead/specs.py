@@ -165,6 +165,10 @@ def _schema_problems(instance: Any, schema: dict, where: str) -> list[str]:
         if err.validator == "oneOf" and key == "source":
             msg = ("must be 'simulated', a mapping with bids_root and task, a mapping "
                    f"with files, or a mapping with dataset and root; got {err.instance!r}")
+        elif err.validator == "oneOf" and err.context:
+            # say what each alternative wanted, e.g. "'trials' is not one of [...]"
+            reasons = "; or ".join(dict.fromkeys(sub.message for sub in err.context))
+            msg = f"{err.instance!r} fits none of the allowed forms: {reasons}"
         else:
             msg = err.message
         problems.append(f"{where}: key '{key}': {msg}")

@@ -32,7 +32,14 @@ from brainhead.align import (
     solve_ridge_svd,
 )
 from brainhead.align.ridge import DEFAULT_ALPHAS
-from brainhead.align.scores import aggregate_fold_pvalues, average_repeats
+from brainhead.align.scores import (
+    aggregate_fold_pvalues,
+    average_repeats,
+    fit_layer,
+    noise_ceiling,
+    outer_folds,
+    view_for,
+)
 from brainhead.io import (
     RecordingError,
     ResponseTable,
@@ -420,6 +427,48 @@ def test_encoding_scores_needs_two_groups():
         encoding_scores(X, X, np.zeros(20), np.array([1.0]), 3)
 
 
+
+@pytest.mark.parametrize("selection", ["loo", "inner_cv"])
+def test_fit_layer_selection_uses_training_rows_only(selection):
+    rng = np.random.default_rng(14)
+    X = rng.normal(size=(120, 6))
+    Y = X @ rng.normal(size=(6, 5)) + rng.normal(size=(120, 5))
+    groups = np.repeat(np.arange(4), 30)
+    folds = outer_folds(groups)
+    alphas = np.logspace(-2, 4, 7)
+    fit = fit_layer(X, Y, folds, groups, alphas, 3, selection)
+    assert fit.inner.shape == fit.r_folds.shape == (4, 5)
+    # changing the test rows of every fold leaves the selection scores unchanged
+    train, test = folds[0]
+    Y2 = Y.copy()
+    Y2[test] = rng.normal(size=Y2[test].shape)
+    fit2 = fit_layer(X, Y2, folds, groups, alphas, 3, selection)
+    np.testing.assert_allclose(fit2.inner[0], fit.inner[0])
+    assert not np.allclose(fit2.r_folds[0], fit.r_folds[0])
+    if selection == "loo":  # exact leave-one-out R^2 of the best alpha, by brute force
+        # (features standardised once with the statistics of the whole training set)
+        X = StandardScaler().fit(X[train]).transform(X)
+        best = -np.inf * np.ones(5)
+        for alpha in alphas:
+            pred = np.empty((len(train), 5))
+            for i in range(len(train)):
+                keep = np.delete(train, i)
+                pred[i] = Ridge(alpha=alpha).fit(X[keep], Y[keep]).predict(X[train[[i]]])[0]
+            sse = ((Y[train] - pred) ** 2).sum(0)
+            # the baseline is the mean of the other rows, as in the closed form
+            yt = Y[train]
+            sst = ((yt - (yt.sum(0) - yt) / (len(yt) - 1)) ** 2).sum(0)
+            best = np.maximum(best, 1 - sse / sst)
+        np.testing.assert_allclose(fit.inner[0], best, rtol=1e-6, atol=1e-8)
+
+
+def test_fit_layer_rejects_unknown_selection():
+    X = np.random.default_rng(15).normal(size=(40, 2))
+    groups = np.repeat(np.arange(4), 10)
+    with pytest.raises(ValueError, match="selection must be one of"):
+        fit_layer(X, X, outer_folds(groups), groups, np.array([1.0]), 3, "test_curve")
+
+
 # --------------------------------------------------------------------------- a subject
 N_STIM, N_RUNS, DIM, N_LAYERS = 160, 4, 8, 3
 ALIGN_PARAMS = {"view": "stimulus", "alphas_log10": [-1, 4, 6], "n_inner_splits": 3,
@@ -622,6 +671,72 @@ def test_score_subject_with_repeats_reports_ceiled_scores(tmp_path):
     assert best.set_index("region").loc["B", "best_layer"] == PLANTED["B"]
 
 
+
+def test_score_subject_with_repeats_scores_crossnobis_rsa(tmp_path):
+    responses, features = _write_subject(tmp_path, n_repeats=2)
+    summary, _, _ = score_subject(responses, features, "toy", ALIGN_PARAMS, seed=1)
+    cn = summary[summary["metric"] == "rsa_crossnobis"]
+    # every stimulus is shown twice: one crossnobis RSA row per region, control and layer
+    assert len(cn) == 3 * 2 * N_LAYERS
+    for region in ("A", "B"):
+        rows = cn[(cn["region"] == region) & (cn["layer"] == PLANTED[region])]
+        trained = rows[rows["control"] == "trained"].iloc[0]
+        random = rows[rows["control"] == "random"].iloc[0]
+        assert trained["score"] > random["score"] + 0.1
+        assert trained["p"] < 0.05
+    # the random control's crossnobis RSA is null-like
+    assert (cn[cn["control"] == "random"]["p"] > 0.001).all()
+
+
+def test_score_subject_rsa_distance_option(subject_files, scored):
+    params = {**ALIGN_PARAMS, "rsa_distance": "euclidean", "n_permutations": 20,
+              "n_bootstraps": 20}
+    summary, _, _ = score_subject(*subject_files, "toy", params, seed=3)
+    corr = _metric(scored[0], "rsa").set_index(["region", "layer"])["score"]
+    eucl = _metric(summary, "rsa").set_index(["region", "layer"])["score"]
+    assert not np.allclose(corr.loc[eucl.index], eucl)
+    assert "rsa_crossnobis" not in set(summary["metric"])  # no stimulus shown twice
+
+
+@pytest.mark.parametrize("kind", ["split_half", "ncsnr"])
+def test_noise_ceiling_recovers_known_reliability(kind):
+    # signal and noise variance 1, 2 repeats: reliability of the mean 1 / (1 + 1/2)
+    rng = np.random.default_rng(16)
+    n_stim, n_targets = 3000, 4
+    signal = rng.normal(size=(n_stim, n_targets))
+    stim = np.tile(np.arange(n_stim), 2).astype(str)
+    Y = signal[np.tile(np.arange(n_stim), 2)] + rng.normal(size=(2 * n_stim, n_targets))
+    ceiling = noise_ceiling(Y, stim, kind, seed=0)
+    np.testing.assert_allclose(ceiling, np.sqrt(2 / 3), atol=0.03)
+    no_repeats = noise_ceiling(Y[:n_stim], stim[:n_stim], kind)
+    assert no_repeats.shape == (n_targets,) and np.isnan(no_repeats).all()
+
+
+def test_noise_ceiling_rejects_unknown_kind():
+    with pytest.raises(ValueError, match="ceiling must be one of"):
+        noise_ceiling(np.zeros((4, 1)), np.array(["a", "a", "b", "b"]), "oracle")
+
+
+def test_score_subject_ncsnr_ceiling(tmp_path):
+    responses, features = _write_subject(tmp_path, n_repeats=2)
+    params = {**ALIGN_PARAMS, "ceiling": "ncsnr", "n_permutations": 20, "n_bootstraps": 20}
+    _, _, nc = score_subject(responses, features, "toy", params)
+    _, _, sh = score_subject(responses, features, "toy",
+                             {**params, "ceiling": "split_half"})
+    assert np.isfinite(nc["ceiling"][:8]).all()
+    # two estimators of the same reliability agree on the signal targets
+    np.testing.assert_allclose(nc["ceiling"][:8], sh["ceiling"][:8], atol=0.1)
+
+
+def test_view_for_modality():
+    assert view_for({"view": "stimulus"}, "eeg") == "stimulus"
+    assert view_for({"view": "timeseries"}, "eeg") == "timeseries"
+    per_modality = {"view": {"fmri": "timeseries"}}
+    assert view_for(per_modality, "fmri") == "timeseries"
+    assert view_for(per_modality, "eeg") == "stimulus"
+    assert view_for({}, "seeg") == "stimulus"
+
+
 def test_average_repeats_keeps_first_appearance_order():
     Y = np.arange(12, dtype=float).reshape(6, 2)
     stim = np.array(["b", "a", "b", "c", "a", "b"])
@@ -678,7 +793,7 @@ def test_score_subject_unknown_view(subject_files):
 
 def test_collect_summary(tmp_path):
     def frame(subject, n):
-        return pd.DataFrame({"subject": subject, "modality": "eeg", "region": "all",
+        return pd.DataFrame({"subject": subject, "modality": "eeg", "view": "stimulus", "region": "all",
                              "model": "m", "control": "trained", "layer": range(n),
                              "metric": "r", "score": np.linspace(0, 1, n),
                              "n_targets": 3, "ci_low": 0.0, "ci_high": 1.0, "p": 0.5,

@@ -36,6 +36,9 @@ TRUTH = {
 }
 
 
+VIEWS = {"01": "stimulus", "02": "timeseries"}
+
+
 def _summary(with_all: bool = True) -> pd.DataFrame:
     records = []
     for subject, (modality, regions) in CURVES.items():
@@ -45,13 +48,14 @@ def _summary(with_all: bool = True) -> pd.DataFrame:
             for control, curve in zip(("trained", "random"), curves):
                 for layer, score in enumerate(curve):
                     records.append({"subject": subject, "modality": modality,
-                                    "region": region, "model": "m", "control": control,
+                                    "view": VIEWS[subject], "region": region, "model": "m", "control": control,
                                     "layer": layer, "metric": "r", "score": score,
                                     "n_targets": 5})
         for region, (trained, random) in regions.items():
             for layer in range(N_LAYERS):  # paired differences: interval +-0.05
                 diff = trained[layer] - random[layer]
-                records.append({"subject": subject, "modality": modality, "region": region,
+                records.append({"subject": subject, "modality": modality,
+                                "view": VIEWS[subject], "region": region,
                                 "model": "m", "control": "trained-random", "layer": layer,
                                 "metric": "r_diff", "score": diff, "n_targets": 5,
                                 "ci_low": diff - 0.05, "ci_high": diff + 0.05})
@@ -68,8 +72,8 @@ def _best() -> pd.DataFrame:
     for (subject, region), layer in BEST.items():
         modality, regions = CURVES[subject]
         trained, random = regions[region]
-        records.append({"subject": subject, "modality": modality, "region": region,
-                        "model": "m", "best_layer": layer, "layers_per_fold": f"{layer} {layer}",
+        records.append({"subject": subject, "modality": modality, "view": VIEWS[subject],
+                        "region": region, "model": "m", "best_layer": layer, "layers_per_fold": f"{layer} {layer}",
                         "score": trained[layer], "random_score": random[layer],
                         "n_layers": N_LAYERS, "relative_depth": layer / (N_LAYERS - 1),
                         "last_layer_score": trained[-1],
@@ -162,7 +166,7 @@ def test_make_report_with_truth(files, tmp_path):
     assert "<title>brainhead alignment report: toy-study</title>" in html
     assert "A &lt;b&gt;test&lt;/b&gt;" in html  # description is escaped
     for subject in ("01", "02"):
-        assert f"<figcaption>sub-{subject}</figcaption>" in html
+        assert f"<figcaption>sub-{subject} ({VIEWS[subject]} view)</figcaption>" in html
         assert f"<td>{subject}</td>" in html
     assert "<h2>eeg</h2>" in html and "<h2>fmri</h2>" in html
     assert "<th>planted</th>" in html and "Vertical lines" in html

@@ -189,6 +189,11 @@ MALFORMED = [
      r"key 'align\.n_inner_splits': 'three' is not of type 'integer'"),
     ("study-nested-unknown-key", _set_study("align", {"folds": 3}), "study.yaml",
      r"unknown key 'align\.folds'"),
+    ("study-unknown-view", _set_study("align", {"view": "trials"}), "study.yaml",
+     r"key 'align\.view': 'trials' fits none of the allowed forms: 'trials' is not one of "
+     r"\['stimulus', 'timeseries'\]"),
+    ("study-unknown-view-per-modality", _set_study("align", {"view": {"fmri": "volumes"}}),
+     "study.yaml", r"key 'align\.view'.*'volumes' is not one of \['stimulus', 'timeseries'\]"),
     ("study-bad-name", _set_study("name", "has space"), "study.yaml",
      r"key 'name': 'has space' does not match"),
     ("subject-id-integer", _set_subject("e01", "subject", 1), "sub-e01.yaml",
@@ -332,8 +337,11 @@ def test_validate_study_config_names_path():
         validate_study_config({"name": "x"}, "my/study.yaml")
     cfg = validate_study_config({"name": "x", "seed": 0})
     assert cfg["align"] == {"alphas_log10": [-1, 6, 15], "n_inner_splits": 3,
-                            "view": "stimulus", "n_permutations": 1000,
-                            "n_bootstraps": 1000, "ci": 0.95, "min_ceiling": 0.3}
+                            "layer_selection": "loo", "view": "stimulus", "n_permutations": 1000,
+                            "n_bootstraps": 1000, "ci": 0.95, "min_ceiling": 0.3,
+                            "fir_delays_s": [2, 4, 6, 8], "trf_lags_s": [0.0, 0.6],
+                            "trf_step_s": 0.1, "n_components": 64, "block_s": 20.0,
+                            "ceiling": "split_half", "rsa_distance": "correlation"}
     assert cfg["preprocess"]["seeg"]["high_gamma"] == [70, 150]
 
 

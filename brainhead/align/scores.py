@@ -8,13 +8,19 @@ For every layer of the trained model and of the same architecture with random we
   stimulus with another run, nor the repeats of a stimulus), with a bootstrap confidence
   interval over stimuli and a permutation p-value (test responses shuffled across the
   stimuli of each fold, which breaks the stimulus-response pairing and nothing else);
-- ``r_ceiled``: ``r`` divided by the split-half noise ceiling when stimuli repeat;
-- ``rsa``: Spearman correlation of the brain and layer RDMs (correlation distance);
+- ``r_ceiled``: ``r`` divided by the noise ceiling when stimuli repeat (split-half,
+  Spearman-Brown corrected, or NSD's ncsnr: ``align.ceiling``);
+- ``rsa``: Spearman correlation of the brain and layer RDMs (``align.rsa_distance``:
+  correlation or Euclidean distance of the repeat-averaged responses);
+- ``rsa_crossnobis``: the same with the brain RDM from cross-validated Mahalanobis
+  distances across presentations (shrinkage noise covariance), when every stimulus was
+  presented at least twice;
 - ``cka`` and ``cka_debiased``: linear CKA of responses and layer features;
 - ``r_diff``: trained minus random ``r`` at the same layer, with a paired bootstrap CI
   and p-value (the same resampled stimuli for both).
 
-It also picks the best layer per region on the training folds only (inner-CV scores),
+It also picks the best layer per region on the training folds only (leave-one-stimulus-out
+or inner-CV scores of each training set, see :func:`fit_layer`),
 reports the held-out score of that choice, and the intermediate-layer advantage (best
 layer's relative depth and its gap to the last layer, with a bootstrap CI).
 """
@@ -34,14 +40,18 @@ from ..io.readers import RecordingError
 from ..io.store import atomic_path, provenance, read_responses, write_arrays
 from .ridge import GroupRidgeCV, pearson_r
 
-SUMMARY_COLUMNS = ["subject", "modality", "region", "model", "control", "layer", "metric",
-                   "score", "n_targets", "ci_low", "ci_high", "p", "q", "n_clipped"]
+SUMMARY_COLUMNS = ["subject", "modality", "view", "region", "model", "control", "layer",
+                   "metric", "score", "n_targets", "ci_low", "ci_high", "p", "q", "n_clipped"]
 
-BEST_COLUMNS = ["subject", "modality", "region", "model", "best_layer", "layers_per_fold",
+BEST_COLUMNS = ["subject", "modality", "view", "region", "model", "best_layer", "layers_per_fold",
                 "score", "random_score", "n_layers", "relative_depth", "last_layer_score",
                 "gap_to_last", "gap_ci_low", "gap_ci_high"]
 
-METRICS = ("r", "r_ceiled", "rsa", "cka", "cka_debiased", "r_diff")
+METRICS = ("r", "r_ceiled", "rsa", "rsa_crossnobis", "cka", "cka_debiased", "r_diff")
+#: Noise-ceiling estimators of ``align.ceiling``.
+CEILINGS = ("split_half", "ncsnr")
+#: Training-only scores that can choose the best layer (see :func:`fit_layer`).
+LAYER_SELECTIONS = ("loo", "inner_cv")
 
 
 def leakage_free_groups(stim_id: np.ndarray, group: np.ndarray) -> np.ndarray:
@@ -122,7 +132,9 @@ class LayerFit:
     r_folds : ndarray, shape (n_folds, n_targets)
         Held-out Pearson r per outer fold.
     inner : ndarray, shape (n_folds, n_targets)
-        Inner-CV R^2 of the chosen alpha, from the training data of each fold only.
+        Score used to choose the best layer, from the training data of each fold only:
+        the leave-one-stimulus-out R^2 of the best alpha (``selection="loo"``) or the
+        grouped inner-CV R^2 of the chosen alpha (``selection="inner_cv"``).
     """
 
     pred: np.ndarray
@@ -131,8 +143,18 @@ class LayerFit:
 
 
 def fit_layer(features: np.ndarray, Y: np.ndarray, folds, groups: np.ndarray,
-              alphas: np.ndarray, n_inner_splits: int) -> LayerFit:
-    """Fit :class:`GroupRidgeCV` in each outer fold and keep predictions and scores."""
+              alphas: np.ndarray, n_inner_splits: int, selection: str = "loo") -> LayerFit:
+    """Fit :class:`GroupRidgeCV` in each outer fold and keep predictions and scores.
+
+    Alphas are always chosen by grouped cross-validation inside the training folds.
+    ``selection`` sets the training-only score kept for choosing the best layer:
+    ``"loo"`` is the exact leave-one-out R^2 of the training rows (one row per
+    stimulus, so no stimulus is on both sides), which trains on all but one stimulus
+    instead of a fraction of them and picks planted layers more often
+    (``benchmarks/planted_layer.py``); ``"inner_cv"`` reuses the grouped inner folds.
+    """
+    if selection not in LAYER_SELECTIONS:
+        raise ValueError(f"selection must be one of {LAYER_SELECTIONS}, got {selection!r}")
     pred = np.zeros(Y.shape, dtype=np.float32)
     r_folds, inner = [], []
     for train, test in folds:
@@ -141,7 +163,11 @@ def fit_layer(features: np.ndarray, Y: np.ndarray, folds, groups: np.ndarray,
         p = model.predict(features[test])
         pred[test] = p
         r_folds.append(pearson_r(p, Y[test]))
-        inner.append(np.max(model.cv_scores_, axis=0))
+        if selection == "loo":
+            loo = GroupRidgeCV(alphas=alphas, cv="loo").fit(features[train], Y[train])
+            inner.append(np.max(loo.cv_scores_, axis=0))
+        else:
+            inner.append(np.max(model.cv_scores_, axis=0))
     return LayerFit(pred, np.stack(r_folds), np.stack(inner))
 
 
@@ -282,6 +308,76 @@ def average_repeats(Y: np.ndarray, stim_id: np.ndarray, group: np.ndarray):
     return Y_avg, uniq[order], np.asarray(group).astype(str)[first[order]], counts[order]
 
 
+def noise_ceiling(Y: np.ndarray, stim_id: np.ndarray, kind: str = "split_half", *,
+                  seed=0) -> np.ndarray:
+    """Ceiling on the Pearson r of each target with its repeat-averaged response.
+
+    Parameters
+    ----------
+    Y : ndarray, shape (n_samples, n_targets)
+        Single trials, repeats of a stimulus on separate rows.
+    stim_id : ndarray, shape (n_samples,)
+    kind : {"split_half", "ncsnr"}
+        ``"split_half"``: split-half reliability of random halves of the repeats,
+        Spearman-Brown corrected (:func:`~brainhead.align.split_half_ceiling`).
+        ``"ncsnr"``: the Natural Scenes Dataset's noise-ceiling SNR from the
+        within-stimulus variance, turned into the reliability of the average of each
+        stimulus' own number of repeats (:func:`~brainhead.align.ncsnr_ceiling`).
+    seed : int
+        Seeds the random halves.
+
+    Returns
+    -------
+    ceiling : ndarray, shape (n_targets,)
+        ``sqrt`` of the reliability; all NaN when no stimulus repeats.
+    """
+    from .ceilings import ncsnr, ncsnr_ceiling, r_ceiling, split_half_ceiling
+
+    if kind not in CEILINGS:
+        raise ValueError(f"ceiling must be one of {CEILINGS}, got {kind!r}")
+    stim_id = np.asarray(stim_id).astype(str)
+    counts = np.unique(stim_id, return_counts=True)[1]
+    if counts.max(initial=0) < 2:
+        return np.full(Y.shape[1], np.nan)
+    if kind == "ncsnr":
+        return r_ceiling(ncsnr_ceiling(ncsnr(Y, stim_id), counts))
+    return r_ceiling(split_half_ceiling(Y, stim_id, seed=seed))
+
+
+def _crossnobis_rdms(Y, stim_id, masks):
+    """Crossnobis RDM per region when every stimulus was presented twice or more.
+
+    The noise partitions of the cross-validation are the presentations: the first
+    presentation of every stimulus, the second, and so on (their noise is independent
+    when repeats are in different runs, as in the simulator and in NSD).
+
+    Returns
+    -------
+    rdms : dict of str to ndarray
+        Condensed RDMs of the regions with >= 2 targets; empty when a stimulus was
+        presented only once.
+    stimuli : ndarray of str
+        Their stimulus order (sorted ids).
+    """
+    from .rsa import crossnobis_rdm
+
+    stim_id = np.asarray(stim_id).astype(str)
+    codes, counts = np.unique(stim_id, return_inverse=True, return_counts=True)[1:]
+    if counts.size == 0 or counts.min() < 2:
+        return {}, np.array([], dtype=str)
+    # occurrence index of every row: 0 for a stimulus' first presentation, 1 for its second
+    order = np.argsort(codes, kind="stable")
+    occurrence = np.empty(len(stim_id), dtype=int)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    occurrence[order] = np.arange(len(stim_id)) - np.repeat(starts, counts)
+    rdms, stimuli = {}, np.array([], dtype=str)
+    for key, cols in masks.items():
+        if cols.sum() >= 2:
+            rdms[key], stimuli = crossnobis_rdm(Y[:, cols], stim_id, occurrence,
+                                                noise_cov="shrinkage", return_stimuli=True)
+    return rdms, np.asarray(stimuli).astype(str)
+
+
 def score_responses(Y, stim_id, group, regions, features: dict[str, np.ndarray],
                     feature_rows: dict[str, int], params: dict, *, seed: int = 0,
                     label: str = "") -> tuple[list[dict], list[dict], dict[str, np.ndarray]]:
@@ -300,7 +396,8 @@ def score_responses(Y, stim_id, group, regions, features: dict[str, np.ndarray],
         Row of each stimulus id in the feature arrays.
     params : dict
         The study's ``align`` section (alphas_log10, n_inner_splits, n_permutations,
-        n_bootstraps, ci, min_ceiling).
+        n_bootstraps, ci, min_ceiling; optional layer_selection, ceiling and
+        rsa_distance).
     seed : int
         Seeds the permutations and bootstraps (shared by every layer and control, so
         trained and random are compared on the same draws).
@@ -308,15 +405,15 @@ def score_responses(Y, stim_id, group, regions, features: dict[str, np.ndarray],
     Returns
     -------
     rows : list of dict
-        Summary rows (:data:`SUMMARY_COLUMNS` except subject/modality/model).
+        Summary rows (:data:`SUMMARY_COLUMNS` except subject/modality/view/model).
     best : list of dict
-        Best-layer rows (:data:`BEST_COLUMNS` except subject/modality/model).
+        Best-layer rows (:data:`BEST_COLUMNS` except subject/modality/view/model).
     per_target : dict of str to ndarray
         ``r_<control>`` (n_layers, n_targets), ``p_<control>`` and ``q_<control>``
         (permutation p and BH q per target), ``ceiling`` (n_targets, NaN without
         repeats).
     """
-    from .ceilings import normalise_by_ceiling, r_ceiling, split_half_ceiling
+    from .ceilings import normalise_by_ceiling
     from .cka import linear_cka
     from .rsa import compute_rdm
     from .stats import fdr_bh
@@ -328,15 +425,18 @@ def score_responses(Y, stim_id, group, regions, features: dict[str, np.ndarray],
     lo, hi, n = params["alphas_log10"]
     alphas = np.logspace(lo, hi, int(n))
 
-    # Noise ceiling from the single trials, then one row per stimulus.
-    ceiling = np.full(Y.shape[1], np.nan)
-    if len(np.unique(stim_id)) < len(stim_id):
-        ceiling = r_ceiling(split_half_ceiling(Y, stim_id, seed=seed))
+    distance = params.get("rsa_distance", "correlation")
+    masks = _region_masks(regions)
+
+    # Noise ceiling and crossnobis RDMs from the single trials, then one row per stimulus.
+    ceiling = noise_ceiling(Y, stim_id, params.get("ceiling", "split_half"), seed=seed)
+    crossnobis, cn_order = _crossnobis_rdms(Y, stim_id, masks)
     Y, stims, group, _ = average_repeats(Y, stim_id, group)
     groups = leakage_free_groups(stims, group)
     folds = outer_folds(groups)
-    masks = _region_masks(regions)
     n_stim = len(stims)
+    rowmap = {s: i for i, s in enumerate(stims)}
+    cn_rows = np.array([rowmap[s] for s in cn_order], dtype=int)
 
     rng = np.random.default_rng(seed)
     perms = [_resampling_indices(folds, rng, "perm") for _ in range(n_perm)]
@@ -348,7 +448,7 @@ def score_responses(Y, stim_id, group, regions, features: dict[str, np.ndarray],
     brain_rdms, brain_grams = {}, {}
     for region, cols in masks.items():
         if cols.sum() >= 2:
-            brain_rdms[region] = compute_rdm(Y[:, cols], metric="correlation")
+            brain_rdms[region] = compute_rdm(Y[:, cols], metric=distance)
         brain_grams[region] = _centred_gram(Y[:, cols])
 
     rows: list[dict] = []
@@ -369,7 +469,8 @@ def score_responses(Y, stim_id, group, regions, features: dict[str, np.ndarray],
             region_inner[(control, key)] = np.empty((n_layers, len(folds)))
         for layer in progress(range(n_layers), desc=f"{label} {control}"):
             X = F[layer][rows_idx].astype(np.float64)
-            fit = fit_layer(X, Y, folds, groups, alphas, params["n_inner_splits"])
+            fit = fit_layer(X, Y, folds, groups, alphas, params["n_inner_splits"],
+                            params.get("layer_selection", "loo"))
             zp = [_zscore_cols(fit.pred[test].astype(np.float64)) for _, test in folds]
             r = np.nanmean(fit.r_folds, axis=0)
             r_all[layer] = r
@@ -394,7 +495,9 @@ def score_responses(Y, stim_id, group, regions, features: dict[str, np.ndarray],
             ptest = [fit.pred[test].astype(np.float64) for _, test in folds]
             with np.errstate(invalid="ignore"):
                 boot_r = np.stack([_fold_r_boot(ptest, ytest, idx) for idx in boots])
-            layer_ranks = _rank_condensed(compute_rdm(X, metric="correlation"))
+            layer_ranks = _rank_condensed(compute_rdm(X, metric=distance))
+            if crossnobis:  # the layer RDM in the crossnobis RDMs' stimulus order
+                cn_ranks = _rank_condensed(compute_rdm(X[cn_rows], metric=distance))
             K = _centred_gram(X)
             for key, cols in masks.items():
                 score = float(np.nanmean(r[cols]))
@@ -421,6 +524,13 @@ def score_responses(Y, stim_id, group, regions, features: dict[str, np.ndarray],
                     null = _rsa_null(b, layer_ranks, n_stim, stim_perms)
                     rows.append({**base, "metric": "rsa", "score": obs, "ci_low": np.nan,
                                  "ci_high": np.nan, "p": _pvalue(obs, null)})
+                if key in crossnobis:
+                    b = crossnobis[key]
+                    obs = float(_zscore_cols(_rank_condensed(b)[:, None])[:, 0]
+                                @ _zscore_cols(cn_ranks[:, None])[:, 0])
+                    null = _rsa_null(b, cn_ranks, n_stim, stim_perms)
+                    rows.append({**base, "metric": "rsa_crossnobis", "score": obs,
+                                 "ci_low": np.nan, "ci_high": np.nan, "p": _pvalue(obs, null)})
                 L = brain_grams[key]
                 cka = float(linear_cka(Y[:, cols], X))
                 rows.append({**base, "metric": "cka", "score": cka, "ci_low": np.nan,
@@ -462,7 +572,7 @@ def score_responses(Y, stim_id, group, regions, features: dict[str, np.ndarray],
 
 
 def _best_layer_row(key, region_inner, region_folds, region_boot, level) -> dict:
-    """Best layer chosen per fold on inner-CV scores, and the intermediate-layer gap."""
+    """Best layer chosen per fold on training-only scores, and the intermediate-layer gap."""
     inner = region_inner[("trained", key)]  # (layer, fold)
     held = region_folds[("trained", key)]
     n_layers = inner.shape[0]
@@ -473,7 +583,7 @@ def _best_layer_row(key, region_inner, region_folds, region_boot, level) -> dict
     random_held = region_folds.get(("random", key))
     random_score = (float(np.nanmean(random_held[chosen, folds]))
                     if random_held is not None else np.nan)
-    # The layer reported as best: highest inner-CV score averaged over the outer folds'
+    # The layer reported as best: highest training-only score averaged over the outer folds'
     # training sets (no held-out prediction enters the choice).
     best_layer = int(np.argmax(np.nanmean(filled, axis=1)))
     curve = np.nanmean(held, axis=1)
@@ -488,6 +598,18 @@ def _best_layer_row(key, region_inner, region_folds, region_boot, level) -> dict
             "last_layer_score": float(curve[-1]),
             "gap_to_last": float(curve[best_layer] - curve[-1]),
             "gap_ci_low": lo, "gap_ci_high": hi}
+
+
+def view_for(align_params: dict, modality: str) -> str:
+    """The response view that ``align.view`` asks to score for a modality.
+
+    ``align.view`` is one view name for every modality, or a mapping modality -> view
+    where a modality left out scores its ``stimulus`` view.
+    """
+    view = align_params.get("view", "stimulus")
+    if isinstance(view, dict):
+        return view.get(modality, "stimulus")
+    return view
 
 
 def score_subject(responses_path, features_path, model: str, align_params: dict, *,
@@ -507,21 +629,32 @@ def score_subject(responses_path, features_path, model: str, align_params: dict,
     from ..features import read_features
 
     table = read_responses(responses_path)
-    view = table.view(align_params["view"])
+    view_name = view_for(align_params, table.modality)
+    view = table.view(view_name)
     feats, feat_ids, _ = read_features(features_path)
     index = {s: i for i, s in enumerate(feat_ids)}
-    missing = sorted(set(view.rows["stim_id"]) - set(index))
+    stims = view.events["stim_id"] if view_name == "timeseries" else view.rows["stim_id"]
+    missing = sorted(set(np.asarray(stims).astype(str)) - set(index))
     if missing:
         raise RecordingError(
             f"sub-{table.subject}: {len(missing)} stimuli of {Path(responses_path).name} are "
             f"not in the stimuli table of {Path(features_path).name} (e.g. {missing[:3]})"
         )
     subject_seed = [seed, zlib.crc32(table.subject.encode())]
-    rows, best, per_target = score_responses(
-        view.X, view.rows["stim_id"], view.rows["group"], table.targets.region, feats, index,
-        align_params, seed=np.random.SeedSequence(subject_seed).generate_state(1)[0],
-        label=f"sub-{table.subject}")
-    ident = {"subject": table.subject, "modality": table.modality, "model": model}
+    subject_seed = np.random.SeedSequence(subject_seed).generate_state(1)[0]
+    label = f"sub-{table.subject}"
+    if view_name == "timeseries":
+        from .timeseries import score_timeseries
+
+        rows, best, per_target = score_timeseries(
+            view, table.targets.region, feats, index, align_params, table.modality,
+            seed=subject_seed, label=label)
+    else:
+        rows, best, per_target = score_responses(
+            view.X, view.rows["stim_id"], view.rows["group"], table.targets.region, feats,
+            index, align_params, seed=subject_seed, label=label)
+    ident = {"subject": table.subject, "modality": table.modality, "view": view_name,
+             "model": model}
     summary = pd.DataFrame([{**ident, **row} for row in rows], columns=SUMMARY_COLUMNS)
     best = pd.DataFrame([{**ident, **row} for row in best], columns=BEST_COLUMNS)
     logger.info("sub-%s: scored %d layers x %d controls", table.subject,
