@@ -542,26 +542,9 @@ def score_responses(Y, stim_id, group, regions, features: dict[str, np.ndarray],
         per_target[f"p_{control}"] = p_all.astype(np.float32)
         per_target[f"q_{control}"] = np.stack([fdr_bh(p) for p in p_all]).astype(np.float32)
 
-    # Paired comparison: trained minus random at each layer, same bootstrap draws.
     if {"trained", "random"} <= set(features):
-        for key, cols in masks.items():
-            diff = region_curves[("trained", key)] - region_curves[("random", key)]
-            boot = region_boot[("trained", key)] - region_boot[("random", key)]
-            for layer in range(len(diff)):
-                b = boot[layer][np.isfinite(boot[layer])]
-                p = (float((1 + 2 * min(np.sum(b <= 0), np.sum(b >= 0))) / (1 + b.size))
-                     if b.size else np.nan)
-                lo_, hi_ = _ci(boot[layer], level)
-                rows.append({"region": key, "control": "trained-random", "layer": layer,
-                             "metric": "r_diff", "score": float(diff[layer]),
-                             "n_targets": int(cols.sum()), "n_clipped": 0, "ci_low": lo_,
-                             "ci_high": hi_, "p": min(p, 1.0)})
-
-    # Benjamini-Hochberg across every p-value of this subject's summary.
-    pvals = np.array([row["p"] for row in rows], dtype=float)
-    qvals = fdr_bh(pvals)
-    for row, q in zip(rows, qvals):
-        row["q"] = float(q)
+        rows += paired_difference_rows(region_curves, region_boot, masks, level)
+    add_qvalues(rows)
 
     best = []
     for key in masks:
@@ -569,6 +552,49 @@ def score_responses(Y, stim_id, group, regions, features: dict[str, np.ndarray],
             continue
         best.append(_best_layer_row(key, region_inner, region_folds, region_boot, level))
     return rows, best, per_target
+
+
+def paired_difference_rows(region_curves: dict, region_boot: dict,
+                           masks: dict[str, np.ndarray], level: float) -> list[dict]:
+    """``r_diff`` rows: trained minus random r per region and layer, paired bootstrap.
+
+    Both controls were resampled with the same bootstrap draws, so the difference of
+    their bootstrap scores is the bootstrap of the difference. The p-value is two-sided:
+    twice the smaller tail of the differences at or beyond 0, with the +1 correction.
+
+    Parameters
+    ----------
+    region_curves, region_boot : dict of (control, region) to ndarray
+        Region score per layer, shape (n_layers,), and its bootstrap draws, shape
+        (n_layers, n_boot).
+    masks : dict of str to ndarray of bool
+        Targets of each region.
+    level : float
+        Confidence level of the interval.
+    """
+    rows = []
+    for key, cols in masks.items():
+        diff = region_curves[("trained", key)] - region_curves[("random", key)]
+        boot = region_boot[("trained", key)] - region_boot[("random", key)]
+        for layer in range(len(diff)):
+            b = boot[layer][np.isfinite(boot[layer])]
+            p = (float((1 + 2 * min(np.sum(b <= 0), np.sum(b >= 0))) / (1 + b.size))
+                 if b.size else np.nan)
+            lo, hi = _ci(boot[layer], level)
+            rows.append({"region": key, "control": "trained-random", "layer": layer,
+                         "metric": "r_diff", "score": float(diff[layer]),
+                         "n_targets": int(cols.sum()), "n_clipped": 0, "ci_low": lo,
+                         "ci_high": hi, "p": min(p, 1.0)})
+    return rows
+
+
+def add_qvalues(rows: list[dict]) -> None:
+    """Set ``q``: Benjamini-Hochberg across every p-value of one subject's rows."""
+    from .stats import fdr_bh
+
+    qvals = fdr_bh(np.array([row["p"] for row in rows], dtype=float))
+    for row, q in zip(rows, qvals):
+        row["q"] = float(q)
 
 
 def _best_layer_row(key, region_inner, region_folds, region_boot, level) -> dict:

@@ -1,0 +1,535 @@
+"""Layer-by-layer alignment of continuous recordings (the ``timeseries`` view).
+
+:func:`score_timeseries` is the time-series counterpart of
+:func:`~brainhead.align.scores.score_responses`, with the same outputs. For every layer
+of the trained model and of its random-weights control:
+
+1. **Design.** Each stimulus' layer features, reduced to their first principal
+   components (fitted on the stimuli's features only, never on responses), are placed at
+   the samples of its events (:func:`onset_matrix`) and stacked at several delays per run
+   (:func:`lag_samples`): FIR delays of a few TRs for fMRI (:class:`~.delays.Delayer`),
+   TRF lags of a fraction of a second for EEG/sEEG (:class:`~.delays.Lagger`).
+2. **Encoding.** Ridge (:class:`~.ridge.GroupRidgeCV`) in outer folds that leave out
+   whole runs; runs that share a stimulus are merged first (:func:`run_groups`). Alphas
+   and the best layer are chosen on the grouped inner cross-validation of each training
+   set, never on leave-one-out (neighbouring samples are autocorrelated).
+3. **Scores.** ``r``: held-out Pearson r per target averaged over folds, region score
+   the mean over its targets. p-value: circular shifts of the test responses within each
+   test run, exact per fold and aggregated over folds
+   (:func:`~.scores.aggregate_fold_pvalues`). Confidence interval: circular block
+   bootstrap of the time points of each test run. ``r_diff``: trained minus random, with
+   the same bootstrap draws for both.
+
+There are no ``r_ceiled``, ``rsa``, ``cka`` or ``cka_debiased`` rows: a time series has
+no repeated trials for a noise ceiling and no stimulus-by-target matrix for the
+model-free comparisons (they are computed on the ``stimulus`` view).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+from sklearn.decomposition import PCA
+from threadpoolctl import threadpool_limits
+
+from .._logging import logger, progress
+from ..io.readers import RecordingError
+from ..io.table import View
+from .delays import Delayer, Lagger, run_segments
+from .scores import (
+    _best_layer_row,
+    _ci,
+    _region_masks,
+    _zscore_cols,
+    add_qvalues,
+    aggregate_fold_pvalues,
+    fit_layer,
+    leakage_free_groups,
+    outer_folds,
+    paired_difference_rows,
+)
+from .stats import _weighted_r, fdr_bh
+
+#: Modalities with a time-series design: FIR delays (fMRI) or TRF lags (EEG, sEEG).
+TIMESERIES_MODALITIES = ("fmri", "eeg", "seeg")
+#: Smallest circular shift of the null distribution, in seconds; the shift is also at
+#: least twice the longest delay or lag, so the shifted responses never overlap the
+#: stimulus-locked response nor its autocorrelation at short lags.
+MIN_SHIFT_S = 10.0
+#: BLAS threads of the principal component analysis of the features (see
+#: :func:`reduce_features`).
+PCA_BLAS_THREADS = 1
+#: Defaults of the time-series keys of the study's ``align`` section.
+TIMESERIES_DEFAULTS = {"fir_delays_s": [2, 4, 6, 8], "trf_lags_s": [0.0, 0.6],
+                       "trf_step_s": 0.1, "n_components": 64, "block_s": 20.0}
+
+
+def sample_period(time: np.ndarray, runs: np.ndarray) -> float:
+    """Median spacing of consecutive samples within runs, in seconds (the TR for fMRI).
+
+    Raises
+    ------
+    ValueError
+        If no run has two samples, or the spacing is not positive.
+    """
+    time = np.asarray(time, dtype=np.float64)
+    diffs = [np.diff(time[seg]) for seg in run_segments(runs, len(time))]
+    diffs = np.concatenate(diffs) if diffs else np.empty(0)
+    dt = float(np.median(diffs)) if diffs.size else np.nan
+    if not dt > 0:
+        raise ValueError(f"rows['time'] must increase within each run, got a median spacing "
+                         f"of {dt} s over {diffs.size} intervals")
+    return dt
+
+
+def lag_samples(params: dict, modality: str, dt: float) -> np.ndarray:
+    """Delays (fMRI FIR) or lags (EEG/sEEG TRF) of the design, in whole samples.
+
+    fMRI: ``params["fir_delays_s"]`` (default ``[2, 4, 6, 8]``) divided by the TR ``dt``
+    and rounded. EEG/sEEG: ``trf_lags_s = [tmin, tmax]`` (default ``[0.0, 0.6]``) every
+    ``trf_step_s`` (default 0.1) seconds, rounded to samples of ``dt``. Values that round
+    to the same sample are kept once.
+
+    Returns
+    -------
+    lags : ndarray of int, shape (n_lags,)
+        Sorted; positive values mean the stimulus precedes the response.
+    """
+    if modality == "fmri":
+        seconds = np.asarray(params.get("fir_delays_s", TIMESERIES_DEFAULTS["fir_delays_s"]),
+                             dtype=np.float64).ravel()
+        if seconds.size == 0:
+            raise ValueError("align.fir_delays_s must list at least one delay in seconds")
+    elif modality in ("eeg", "seeg"):
+        tmin, tmax = (float(v) for v in params.get("trf_lags_s",
+                                                   TIMESERIES_DEFAULTS["trf_lags_s"]))
+        step = float(params.get("trf_step_s", TIMESERIES_DEFAULTS["trf_step_s"]))
+        if not step > 0 or tmin > tmax:
+            raise ValueError(f"align.trf_lags_s=[{tmin}, {tmax}] must have tmin <= tmax and "
+                             f"align.trf_step_s={step} must be positive")
+        seconds = tmin + step * np.arange(int(np.floor((tmax - tmin) / step + 1e-9)) + 1)
+    else:
+        raise ValueError(f"modality must be one of {TIMESERIES_MODALITIES}, got {modality!r}")
+    return np.unique(np.round(seconds / dt).astype(int))
+
+
+def onset_matrix(view: View, modality: str, *, label: str = ""
+                 ) -> tuple[sparse.csr_matrix, np.ndarray]:
+    """Which stimulus is on at which sample: the events of a time-series view as a matrix.
+
+    Each event is placed at the first sample of its run at or after its onset. For fMRI
+    events with a ``duration``, it is also placed at every further sample before
+    ``onset + duration`` (a boxcar over the TRs it covers); EEG/sEEG events are impulses
+    at their onset, the TRF lags model the response's time course. Several events on one
+    sample add up. Events whose run ends before their onset, or starts more than one
+    sample after it, are left out (with a warning).
+
+    Parameters
+    ----------
+    view : View
+        ``rows["time"]`` (s, within run), ``rows["group"]`` (run, rows time-ordered and
+        each run contiguous), ``events["onset"]``, ``events["stim_id"]``,
+        ``events["group"]`` and optionally ``events["duration"]``.
+    modality : {"fmri", "eeg", "seeg"}
+    label : str
+        Names the recording in error messages (e.g. ``"sub-01"``).
+
+    Returns
+    -------
+    onsets : scipy.sparse.csr_matrix, shape (n_times, n_stimuli)
+        Number of events of each stimulus at each sample.
+    stim_ids : ndarray of str, shape (n_stimuli,)
+        Sorted ids of the stimuli of the events that were placed.
+    """
+    where = label or "time series"
+    missing = [key for key in ("onset", "stim_id", "group") if key not in view.events]
+    if missing:
+        raise RecordingError(f"{where}: the timeseries view has no events{missing}; it needs "
+                             "onset, stim_id and group per event")
+    time = np.asarray(view.rows["time"], dtype=np.float64)
+    runs = np.asarray(view.rows["group"]).astype(str)
+    dt = sample_period(time, runs)
+    onset = np.asarray(view.events["onset"], dtype=np.float64)
+    stim = np.asarray(view.events["stim_id"]).astype(str)
+    ev_run = np.asarray(view.events["group"]).astype(str)
+    duration = view.events.get("duration") if modality == "fmri" else None
+    segments = {runs[seg.start]: seg for seg in run_segments(runs, len(runs))}
+    unknown = sorted(set(ev_run.tolist()) - set(segments))
+    if unknown:
+        raise RecordingError(f"{where}: events of runs {unknown[:3]} have no samples in the "
+                             f"time series, whose runs are {sorted(segments)[:5]}")
+    tol = 1e-6 * dt
+    rows, events = [], []
+    for run, seg in segments.items():
+        t = time[seg]
+        ev = np.flatnonzero(ev_run == run)
+        first = np.searchsorted(t, onset[ev] - tol)
+        inside = first < len(t)
+        inside[inside] = t[first[inside]] - onset[ev[inside]] < dt + tol
+        ev, first = ev[inside], first[inside]
+        stop = first + 1
+        if duration is not None:
+            end = onset[ev] + np.asarray(duration, dtype=np.float64)[ev]
+            stop = np.maximum(stop, np.searchsorted(t, end - tol))
+        count = stop - first
+        offset = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+        rows.append(seg.start + np.repeat(first, count) + offset)
+        events.append(np.repeat(ev, count))
+    rows, events = np.concatenate(rows), np.concatenate(events)
+    n_left_out = len(onset) - len(np.unique(events))
+    if n_left_out:
+        logger.warning("%s: %d of %d events lie outside the samples of their run and are "
+                       "left out", where, n_left_out, len(onset))
+    stim_ids, col = np.unique(stim[events], return_inverse=True)
+    onsets = sparse.csr_matrix((np.ones(len(rows)), (rows, col)),
+                               shape=(len(time), len(stim_ids)))
+    return onsets, stim_ids
+
+
+def run_groups(runs: np.ndarray, events_stim_id: np.ndarray, events_run: np.ndarray
+               ) -> np.ndarray:
+    """Outer-fold group of every sample: its run, merged with runs sharing a stimulus.
+
+    Time series cannot be split within a run, so unlike
+    :func:`~.scores.leakage_free_groups` there is no fallback to stimulus groups: runs
+    that share a stimulus (directly or through other runs) always form one group.
+
+    Parameters
+    ----------
+    runs : ndarray, shape (n_times,)
+        Run of every sample.
+    events_stim_id, events_run : ndarray, shape (n_events,)
+        Stimulus and run of every event.
+
+    Returns
+    -------
+    groups : ndarray of int, shape (n_times,)
+
+    Raises
+    ------
+    ValueError
+        If fewer than 3 groups remain: one is left out in each outer fold and the
+        alphas are chosen by grouped cross-validation over the others.
+    """
+    runs = np.asarray(runs).astype(str)
+    events_run = np.asarray(events_run).astype(str)
+    merged = leakage_free_groups(events_stim_id, events_run)
+    group_of: dict[str, set] = {run: set() for run in np.unique(runs).tolist()}
+    for run, g in zip(events_run.tolist(), merged.tolist()):
+        if run in group_of:
+            group_of[run].add(f"merged {g}")
+    # A run without events is a group of its own; a run in several groups means that
+    # leakage_free_groups fell back to stimulus groups (fewer than 3 merged groups).
+    labels = {run: (gs.pop() if len(gs) == 1 else None) if gs else f"run {run}"
+              for run, gs in group_of.items()}
+    n_groups = len(set(labels.values()) - {None})
+    if None in labels.values() or n_groups < 3:
+        raise ValueError(
+            f"time-series scoring needs at least 3 groups of runs that share no stimulus "
+            f"(one left out per outer fold, two to choose alphas), but the "
+            f"{len(group_of)} run(s) {sorted(group_of)[:6]} form fewer once runs sharing "
+            "a stimulus are merged; record more runs or score the stimulus view")
+    return np.unique([labels[r] for r in runs.tolist()], return_inverse=True)[1]
+
+
+def reduce_features(F: np.ndarray, n_components: int | None) -> np.ndarray:
+    """Project stimuli's features on their first principal axes.
+
+    The axes come from the centred features of these stimuli (no responses); the
+    features are projected without centring, so, as with the raw features, each
+    stimulus keeps its share of the mean activation (the response common to all
+    stimuli). ``n_components`` None or 0, or at least the number of features, keeps the
+    raw features.
+
+    Parameters
+    ----------
+    F : ndarray, shape (n_stimuli, n_features)
+    n_components : int or None
+
+    Returns
+    -------
+    F_reduced : ndarray, shape (n_stimuli, k)
+        ``k = min(n_components, n_stimuli)``, or ``n_features`` when nothing is reduced.
+    """
+    if not n_components or n_components >= F.shape[1]:
+        return F
+    k = min(int(n_components), F.shape[0])
+    # one BLAS thread: a few hundred stimuli gain nothing from more, and multithreaded
+    # LAPACK stalls when the cores are oversubscribed (seconds instead of milliseconds
+    # per call measured on a shared 2-core machine)
+    with threadpool_limits(limits=PCA_BLAS_THREADS, user_api="blas"):
+        axes = PCA(n_components=k, random_state=0).fit(F).components_
+    return F @ axes.T
+
+
+def _circular_shift_r(zp: np.ndarray, zy: np.ndarray, segments: list[slice],
+                      shifts: list[np.ndarray]) -> np.ndarray:
+    """Pearson r of a fold with its test responses circularly shifted within each run.
+
+    ``zp`` and ``zy`` are the fold's column-normalised predictions and responses
+    (:func:`~.scores._zscore_cols`); shifting within runs keeps each column's mean and
+    norm, so the r of a shift is a sum of per-run circular cross-correlations, all
+    computed at once by FFT.
+
+    Returns
+    -------
+    r_null : ndarray, shape (n_shifts, n_targets)
+        Row ``i``: run ``j`` shifted by ``shifts[j][i]`` samples for every run.
+    """
+    out = np.zeros((len(shifts[0]), zp.shape[1]))
+    for seg, shift in zip(segments, shifts):
+        n = seg.stop - seg.start
+        cross = np.fft.irfft(np.conj(np.fft.rfft(zp[seg], axis=0))
+                             * np.fft.rfft(zy[seg], axis=0), n=n, axis=0)
+        out += cross[shift]
+    return out
+
+
+def _block_weights(rng: np.random.Generator, segments: list[slice], n_rows: int,
+                   n_boot: int, block: int) -> np.ndarray:
+    """Circular block bootstrap of each run as per-sample counts, (n_boot, n_rows).
+
+    Each run of ``n`` samples is resampled as ``ceil(n / block)`` blocks of ``block``
+    consecutive samples (wrapping at the run's end) with uniformly drawn starts; a run
+    shorter than ``block`` is one block.
+    """
+    weights = np.zeros((n_boot, n_rows))
+    draws = np.arange(n_boot)[:, None]
+    for seg in segments:
+        n = seg.stop - seg.start
+        length = min(block, n)
+        counts = np.zeros((n_boot, n))
+        np.add.at(counts, (draws, rng.integers(0, n, (n_boot, -(-n // length)))), 1)
+        # sample t is covered by the blocks starting at t - length + 1 .. t (circularly)
+        padded = np.concatenate([counts[:, n - length + 1:], counts], axis=1)
+        cumsum = np.concatenate([np.zeros((n_boot, 1)), np.cumsum(padded, axis=1)], axis=1)
+        weights[:, seg] = cumsum[:, length:length + n] - cumsum[:, :n]
+    return weights
+
+
+@dataclass
+class _FoldDraws:
+    """The resampling of one outer fold's test rows, shared by every layer and control.
+
+    Attributes
+    ----------
+    segments : list of slice
+        Rows of each test run, relative to the fold's test rows.
+    shifts : list of ndarray of int, each shape (n_perm,)
+        Circular shift of each test run in every draw of the null.
+    weights : ndarray, shape (n_boot, n_test)
+        Circular block bootstrap counts of every test row (:func:`_block_weights`).
+    zy : ndarray, shape (n_test, n_targets)
+        Column-normalised test responses.
+    """
+
+    segments: list[slice]
+    shifts: list[np.ndarray]
+    weights: np.ndarray
+    zy: np.ndarray
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, segments: list[slice], Y_test: np.ndarray,
+             n_perm: int, n_boot: int, min_shift: int, block: int) -> _FoldDraws:
+        """Shifts in ``[min_shift, n_run - min_shift]``, then block bootstrap counts."""
+        shifts = [rng.integers(min_shift, seg.stop - seg.start - min_shift + 1, n_perm)
+                  for seg in segments]
+        weights = _block_weights(rng, segments, len(Y_test), n_boot, block)
+        return cls(segments, shifts, weights, _zscore_cols(Y_test))
+
+
+def _layer_statistics(fit, folds, draws: list[_FoldDraws], masks: dict[str, np.ndarray]
+                      ) -> tuple[np.ndarray, dict[str, float], np.ndarray]:
+    """Circular-shift p-values and block-bootstrap r of one layer's held-out predictions.
+
+    The p-values are exact within each fold and aggregated over folds with
+    :func:`~.scores.aggregate_fold_pvalues`; a region's null is the mean over its
+    targets of the shifted r.
+
+    Returns
+    -------
+    p : ndarray, shape (n_targets,)
+    region_p : dict of str to float
+    boot_r : ndarray, shape (n_boot, n_targets)
+        Pearson r of every bootstrap draw, averaged over folds.
+    """
+    n_perm = len(draws[0].shifts[0])
+    p_folds = np.empty(fit.r_folds.shape)
+    region_p_folds = {key: np.empty(len(folds)) for key in masks}
+    boot_r = 0.0
+    for f, ((_, test), d) in enumerate(zip(folds, draws)):
+        zp = _zscore_cols(fit.pred[test].astype(np.float64))
+        r_null = _circular_shift_r(zp, d.zy, d.segments, d.shifts)
+        exceed = np.sum(r_null >= fit.r_folds[f], axis=0)
+        valid = np.sum(np.isfinite(r_null), axis=0)
+        p_folds[f] = np.where(np.isfinite(fit.r_folds[f]), (1 + exceed) / (1 + valid), np.nan)
+        for key, cols in masks.items():
+            null = np.nanmean(r_null[:, cols], axis=1)
+            observed = np.nanmean(fit.r_folds[f, cols])
+            region_p_folds[key][f] = (1 + np.sum(null >= observed)) / (1 + n_perm)
+        boot_r = boot_r + _weighted_r(d.weights, zp, d.zy) / len(folds)
+    region_p = {key: float(aggregate_fold_pvalues(p)) for key, p in region_p_folds.items()}
+    return aggregate_fold_pvalues(p_folds), region_p, boot_r
+
+
+def score_timeseries(view: View, regions: np.ndarray, features: dict[str, np.ndarray],
+                     feature_rows: dict[str, int], params: dict, modality: str, *,
+                     seed: int = 0, label: str = ""
+                     ) -> tuple[list[dict], list[dict], dict[str, np.ndarray]]:
+    """Encoding scores of a subject's continuous responses against layer features.
+
+    The time-series counterpart of :func:`~.scores.score_responses` (see the module
+    docstring for the method): same rows, best-layer rows and per-target arrays, with the
+    metrics ``r`` and ``r_diff`` only.
+
+    Responses are centred per run (run offsets carry no stimulus information). Runs
+    without any placed event are left out with a warning. The ridge models run in
+    float32, the precision of the response tables (half the cost of float64 for the
+    lagged designs); the statistics are computed in float64.
+
+    Parameters
+    ----------
+    view : View
+        The ``timeseries`` view (see :func:`onset_matrix`); ``X`` of shape
+        (n_times, n_targets).
+    regions : ndarray of str, shape (n_targets,)
+        Region of each target, ``""`` where none.
+    features : dict of str to ndarray, shape (n_layers, n_stimuli, dim)
+        ``trained`` and ``random`` features of every stimulus.
+    feature_rows : dict of str to int
+        Row of each stimulus id in the feature arrays.
+    params : dict
+        The study's ``align`` section: ``alphas_log10``, ``n_inner_splits``,
+        ``n_permutations`` (circular shifts), ``n_bootstraps``, ``ci``, and optionally
+        ``fir_delays_s``, ``trf_lags_s``, ``trf_step_s``, ``n_components``, ``block_s``
+        (defaults in :data:`TIMESERIES_DEFAULTS`).
+    modality : {"fmri", "eeg", "seeg"}
+        FIR delays for fMRI, TRF lags otherwise.
+    seed : int
+        Seeds the shifts and bootstrap draws, shared by every layer and control.
+    label : str
+        Names the recording in messages (e.g. ``"sub-01"``).
+
+    Returns
+    -------
+    rows : list of dict
+        Summary rows (:data:`~.scores.SUMMARY_COLUMNS` except subject/modality/view/model):
+        ``r`` per region, control and layer, ``r_diff`` per region and layer
+        (control ``"trained-random"``); ``n_clipped`` is 0.
+    best : list of dict
+        Best-layer rows (:data:`~.scores.BEST_COLUMNS` except subject/modality/view/model).
+    per_target : dict of str to ndarray
+        ``r_<control>``, ``p_<control>``, ``q_<control>`` of shape (n_layers, n_targets)
+        and ``ceiling`` (n_targets, all NaN), float32.
+
+    Raises
+    ------
+    RecordingError
+        If an event's stimulus has no feature row.
+    ValueError
+        If fewer than 3 groups of runs share no stimulus (:func:`run_groups`), or a run
+        is too short for circular shifts of at least :data:`MIN_SHIFT_S` seconds (and
+        twice the longest delay or lag) away from 0.
+    """
+    where = label or "time series"
+    onsets, stims = onset_matrix(view, modality, label=label)
+    missing = sorted(set(np.asarray(view.events["stim_id"]).astype(str).tolist())
+                     - set(feature_rows))
+    if missing:
+        raise RecordingError(f"{where}: {len(missing)} stimuli of the time-series events "
+                             f"have no features (e.g. {missing[:3]})")
+    runs = np.asarray(view.rows["group"]).astype(str)
+    dt = sample_period(view.rows["time"], runs)
+    placed = np.unique(runs[onsets.nonzero()[0]])
+    keep = np.isin(runs, placed)
+    if not keep.all():
+        logger.warning("%s: runs %s have no event and are left out", where,
+                       sorted(set(runs[~keep].tolist())))
+    runs, onsets = runs[keep], onsets[keep]
+    Y = np.asarray(view.X, dtype=np.float64)[keep]
+    for seg in run_segments(runs, len(runs)):
+        Y[seg] -= Y[seg].mean(0)
+    Y_fit = Y.astype(np.float32)
+
+    ev_run = np.asarray(view.events["group"]).astype(str)
+    on = np.isin(ev_run, placed)
+    groups = run_groups(runs, np.asarray(view.events["stim_id"])[on], ev_run[on])
+    folds = outer_folds(groups)
+
+    lags = lag_samples(params, modality, dt)
+    delayer = (Delayer(delays=tuple(lags.tolist())) if modality == "fmri"
+               else Lagger(lags_s=lags * dt, sfreq=1.0 / dt))
+    n_perm, n_boot = int(params["n_permutations"]), int(params["n_bootstraps"])
+    level = float(params["ci"])
+    lo, hi, n = params["alphas_log10"]
+    alphas = np.logspace(lo, hi, int(n))
+    n_components = params.get("n_components", TIMESERIES_DEFAULTS["n_components"])
+    block = max(1, int(round(float(params.get("block_s", TIMESERIES_DEFAULTS["block_s"]))
+                             / dt)))
+    min_shift = int(np.ceil(max(MIN_SHIFT_S, 2 * np.abs(lags).max() * dt) / dt - 1e-9))
+
+    short = [seg for seg in run_segments(runs, len(runs)) if seg.stop - seg.start < 2 * min_shift]
+    if n_perm and short:
+        n_run = short[0].stop - short[0].start
+        raise ValueError(
+            f"{where}: run {runs[short[0].start]!r} has {n_run} samples ({n_run * dt:.1f} s); "
+            f"circular shifts of at least {min_shift} samples ({min_shift * dt:.1f} s) need "
+            f"at least {2 * min_shift}")
+    rng = np.random.default_rng(seed)
+    draws = [_FoldDraws.draw(rng, run_segments(runs[test], len(test)), Y[test], n_perm,
+                             n_boot, min_shift, block) for _, test in folds]
+    masks = _region_masks(regions)
+
+    rows: list[dict] = []
+    per_target: dict[str, np.ndarray] = {
+        "ceiling": np.full(Y.shape[1], np.nan, dtype=np.float32)}
+    region_curves: dict[tuple[str, str], np.ndarray] = {}  # (control, region) -> (layer,)
+    region_boot: dict[tuple[str, str], np.ndarray] = {}  # -> (layer, n_boot)
+    region_folds: dict[tuple[str, str], np.ndarray] = {}  # -> (layer, fold)
+    region_inner: dict[tuple[str, str], np.ndarray] = {}  # -> (layer, fold)
+    stim_rows = np.array([feature_rows[s] for s in stims])
+    for control, F in features.items():
+        n_layers = F.shape[0]
+        r_all = np.empty((n_layers, Y.shape[1]))
+        p_all = np.empty((n_layers, Y.shape[1]))
+        for key in masks:
+            region_curves[(control, key)] = np.empty(n_layers)
+            region_boot[(control, key)] = np.empty((n_layers, n_boot))
+            region_folds[(control, key)] = np.empty((n_layers, len(folds)))
+            region_inner[(control, key)] = np.empty((n_layers, len(folds)))
+        for layer in progress(range(n_layers), desc=f"{label} {control}"):
+            reduced = reduce_features(F[layer][stim_rows].astype(np.float64), n_components)
+            X = delayer.fit_transform((onsets @ reduced).astype(np.float32), runs=runs)
+            fit = fit_layer(X, Y_fit, folds, groups, alphas, params["n_inner_splits"],
+                            "inner_cv")
+            r_all[layer] = np.nanmean(fit.r_folds, axis=0)
+            p_all[layer], region_p, boot_r = _layer_statistics(fit, folds, draws, masks)
+            for key, cols in masks.items():
+                score = float(np.nanmean(r_all[layer][cols]))
+                region_curves[(control, key)][layer] = score
+                region_boot[(control, key)][layer] = np.nanmean(boot_r[:, cols], axis=1)
+                region_folds[(control, key)][layer] = np.nanmean(fit.r_folds[:, cols], axis=1)
+                region_inner[(control, key)][layer] = np.nanmean(fit.inner[:, cols], axis=1)
+                ci = _ci(region_boot[(control, key)][layer], level)
+                rows.append({"region": key, "control": control, "layer": layer,
+                             "n_targets": int(cols.sum()), "n_clipped": 0, "metric": "r",
+                             "score": score, "ci_low": ci[0], "ci_high": ci[1],
+                             "p": region_p[key]})
+        per_target[f"r_{control}"] = r_all.astype(np.float32)
+        per_target[f"p_{control}"] = p_all.astype(np.float32)
+        per_target[f"q_{control}"] = np.stack([fdr_bh(p) for p in p_all]).astype(np.float32)
+
+    if {"trained", "random"} <= set(features):
+        rows += paired_difference_rows(region_curves, region_boot, masks, level)
+    add_qvalues(rows)
+
+    best = [_best_layer_row(key, region_inner, region_folds, region_boot, level)
+            for key in masks if ("trained", key) in region_curves]
+    return rows, best, per_target
+
+
+__all__ = ["MIN_SHIFT_S", "TIMESERIES_DEFAULTS", "TIMESERIES_MODALITIES", "lag_samples",
+           "onset_matrix", "reduce_features", "run_groups", "sample_period",
+           "score_timeseries"]
