@@ -15,12 +15,14 @@ rule align:
         f"{LOGS}/align/sub-{{subject}}_{{model}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/align/sub-{{subject}}_{{model}}.tsv"
+    threads: 1
     resources:
         mem_mb=3000,
         runtime=30,
     run:
         step(log, align_subject, input.responses, input.features, wildcards.model,
-             params.align, output.h5, output.tsv, output.best, seed=params.seed)
+             params.align, output.h5, output.tsv, output.best, seed=params.seed,
+             threads=threads)
 
 
 rule summary:

@@ -7,6 +7,7 @@ from snakemake.utils import min_version, validate
 min_version("8.0")
 
 from brainhead._logging import log_to
+from brainhead._parallel import limit_threads
 from brainhead.align import align_subject, collect_alignment
 from brainhead.features import write_features
 from brainhead.preprocess import preprocess_subject
@@ -15,9 +16,12 @@ from brainhead.simulate import simulate_study
 from brainhead.specs import SCHEMA_DIR, SpecError, load_study
 
 
-def step(log, func, *args, **kwargs):
-    """Run one brainhead function with its log going to the rule's log file."""
-    with log_to(log[0]):
+def step(log, func, *args, threads=None, **kwargs):
+    """Run one brainhead function with its log going to the rule's log file.
+
+    ``threads`` (the rule's) caps torch and BLAS threads while it runs.
+    """
+    with log_to(log[0]), limit_threads(threads):
         return func(*args, **kwargs)
 
 

@@ -15,4 +15,5 @@ rule features:
         mem_mb=4000,
         runtime=30,
     run:
-        step(log, write_features, input[0], params.model, output[0], **params.opts)
+        step(log, write_features, input[0], params.model, output[0], **params.opts,
+             threads=threads)
