@@ -92,11 +92,16 @@ def test_demo_outputs(demo_run):
     assert {"subject", "modality", "region", "model", "control", "layer", "metric",
             "score"} <= set(summary.columns)
     assert set(summary["control"]) == {"trained", "random", "trained-random"}
-    assert {"r", "rsa", "cka", "cka_debiased", "r_diff"} <= set(summary["metric"])
+    # every sentence is shown twice: noise ceilings and crossnobis RSA for every subject
+    metrics = {"r", "r_ceiled", "rsa", "rsa_crossnobis", "cka", "cka_debiased", "r_diff"}
+    assert metrics == set(summary["metric"])
+    per_subject = summary.groupby("subject")["metric"].agg(set)
+    assert (per_subject.map(lambda m: metrics <= m)).all(), per_subject
     assert summary["subject"].nunique() == 8
     assert set(summary["modality"]) == {"eeg", "seeg", "fmri"}
     html = (demo_run / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 8
+    assert "<th>r / ceiling</th>" in html
     assert "http://" not in html and "https://" not in html
 
 
