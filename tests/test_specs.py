@@ -341,6 +341,7 @@ def test_validate_study_config_names_path():
                             "n_bootstraps": 1000, "ci": 0.95, "min_ceiling": 0.3,
                             "fir_delays_s": [2, 4, 6, 8], "trf_lags_s": [0.0, 0.6],
                             "trf_step_s": 0.1, "n_components": 64, "block_s": 20.0,
+                            "timeseries_baseline": "onset",
                             "ceiling": "split_half", "rsa_distance": "correlation"}
     assert cfg["preprocess"]["seeg"]["high_gamma"] == [70, 150]
 

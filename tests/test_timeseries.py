@@ -313,3 +313,68 @@ def test_short_runs_for_the_shift_null_are_an_error():
                 events=view.events)
     with pytest.raises(ValueError, match="circular shifts of at least 100 samples"):
         score_timeseries(view, regions, features, rows, PARAMS, "seeg")
+
+
+# --------------------------------------------------------------------------- onset baseline
+def _evoked_only(modality, seed=0):
+    """A recording whose only response is the same evoked response to every stimulus."""
+    view, regions, features, rows = _recording(modality, seed=seed, planted=False)
+    setup = SETUPS[modality]
+    time, group = view.rows["time"], view.rows["group"]
+    onsets, _ = onset_matrix(view, modality)
+    presence = np.asarray(onsets.sum(axis=1)).ravel()
+    evoked = np.zeros(len(time))
+    for lag, weight in setup["kernel"].items():
+        shifted = np.roll(presence, lag)
+        shifted[np.r_[[True] * lag, group[lag:] != group[:-lag]]] = 0.0
+        evoked += weight * shifted
+    X = view.X + (2.0 * evoked / evoked.std())[:, None].astype(np.float32)
+    # transformer features, trained or random, have a large mean over stimuli: placed at
+    # the onsets they carry "a stimulus is on"
+    features = {control: F + 3.0 for control, F in features.items()}
+    return View(X=X, rows=view.rows, events=view.events), regions, features, rows
+
+
+@pytest.mark.parametrize("modality", sorted(SETUPS))
+def test_onset_baseline_removes_the_content_free_response(modality):
+    view, regions, features, rows = _evoked_only(modality)
+    params = {**PARAMS, "n_permutations": 100, "n_bootstraps": 50}
+    without, _, _ = score_timeseries(view, regions, features, rows,
+                                     {**params, "timeseries_baseline": "none"}, modality,
+                                     seed=2)
+    # any features at the onsets predict an evoked response, random ones too
+    for control in ("trained", "random"):
+        assert min(row["score"] for row in _r(without, "all", control)) > 0.3
+    with_baseline, _, _ = score_timeseries(view, regions, features, rows,
+                                           {**params, "timeseries_baseline": "onset"},
+                                           modality, seed=2)
+    for control in ("trained", "random"):
+        scores = [row["score"] for row in _r(with_baseline, "all", control)]
+        assert max(abs(s) for s in scores) < 0.1, scores
+
+
+def test_onset_baseline_is_fitted_on_training_rows_only():
+    view, regions, _, _ = _evoked_only("seeg", seed=3)
+    runs = np.asarray(view.rows["group"]).astype(str)
+    onsets, _ = onset_matrix(view, "seeg")
+    groups = run_groups(runs, view.events["stim_id"], view.events["group"])
+    folds = timeseries.outer_folds(groups)
+    delayer = timeseries.Lagger(lags_s=[0.0, 0.1, 0.2, 0.4], sfreq=10.0)
+    Y = view.X.astype(np.float64)
+    alphas = np.logspace(-1, 4, 6)
+    before = timeseries.onset_baseline_residuals(onsets, delayer, runs, Y, folds, groups,
+                                                 alphas, 3)
+    train, test = folds[0]
+    Y2 = Y.copy()
+    Y2[test] = np.random.default_rng(0).normal(size=Y2[test].shape)
+    after = timeseries.onset_baseline_residuals(onsets, delayer, runs, Y2, folds, groups,
+                                                alphas, 3)
+    # fold 0's baseline never saw its test rows: its training residuals are unchanged
+    np.testing.assert_allclose(after[0][train], before[0][train], atol=1e-5)
+    assert not np.allclose(after[1][train], before[1][train])  # fold 1 trains on them
+    none = timeseries.onset_baseline_residuals(onsets, delayer, runs, Y, folds, groups,
+                                               alphas, 3, "none")
+    assert len(none) == len(folds) and np.allclose(none[0], Y)
+    with pytest.raises(ValueError, match="timeseries_baseline must be one of"):
+        timeseries.onset_baseline_residuals(onsets, delayer, runs, Y, folds, groups,
+                                            alphas, 3, "mean")

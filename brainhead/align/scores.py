@@ -142,7 +142,7 @@ class LayerFit:
     inner: np.ndarray
 
 
-def fit_layer(features: np.ndarray, Y: np.ndarray, folds, groups: np.ndarray,
+def fit_layer(features: np.ndarray, Y, folds, groups: np.ndarray,
               alphas: np.ndarray, n_inner_splits: int, selection: str = "loo") -> LayerFit:
     """Fit :class:`GroupRidgeCV` in each outer fold and keep predictions and scores.
 
@@ -152,12 +152,19 @@ def fit_layer(features: np.ndarray, Y: np.ndarray, folds, groups: np.ndarray,
     stimulus, so no stimulus is on both sides), which trains on all but one stimulus
     instead of a fraction of them and picks planted layers more often
     (``benchmarks/planted_layer.py``); ``"inner_cv"`` reuses the grouped inner folds.
+
+    ``Y`` is one array (n_samples, n_targets), or a list with one such array per fold
+    (responses that differ by fold, e.g. residuals of a baseline model fitted on each
+    fold's training rows).
     """
     if selection not in LAYER_SELECTIONS:
         raise ValueError(f"selection must be one of {LAYER_SELECTIONS}, got {selection!r}")
-    pred = np.zeros(Y.shape, dtype=np.float32)
+    Ys = list(Y) if isinstance(Y, (list, tuple)) else [Y] * len(folds)
+    if len(Ys) != len(folds):
+        raise ValueError(f"Y has {len(Ys)} arrays for {len(folds)} folds")
+    pred = np.zeros(Ys[0].shape, dtype=np.float32)
     r_folds, inner = [], []
-    for train, test in folds:
+    for (train, test), Y in zip(folds, Ys):
         model = GroupRidgeCV(alphas=alphas, n_splits=n_inner_splits)
         model.fit(features[train], Y[train], groups=groups[train])
         p = model.predict(features[test])

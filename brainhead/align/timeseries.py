@@ -9,11 +9,16 @@ of the trained model and of its random-weights control:
    the samples of its events (:func:`onset_matrix`) and stacked at several delays per run
    (:func:`lag_samples`): FIR delays of a few TRs for fMRI (:class:`~.delays.Delayer`),
    TRF lags of a fraction of a second for EEG/sEEG (:class:`~.delays.Lagger`).
-2. **Encoding.** Ridge (:class:`~.ridge.GroupRidgeCV`) in outer folds that leave out
+2. **Onset baseline.** The response to every stimulus regardless of its content (an
+   evoked response, the BOLD of "a stimulus is on") is predicted by a ridge model of the
+   onsets alone, fitted on each fold's training rows, and removed
+   (:func:`onset_baseline_residuals`; ``align.timeseries_baseline``), so that the
+   layers, and the random control, are scored on what the onsets do not explain.
+3. **Encoding.** Ridge (:class:`~.ridge.GroupRidgeCV`) in outer folds that leave out
    whole runs; runs that share a stimulus are merged first (:func:`run_groups`). Alphas
    and the best layer are chosen on the grouped inner cross-validation of each training
    set, never on leave-one-out (neighbouring samples are autocorrelated).
-3. **Scores.** ``r``: held-out Pearson r per target averaged over folds, region score
+4. **Scores.** ``r``: held-out Pearson r per target averaged over folds, region score
    the mean over its targets. p-value: circular shifts of the test responses within each
    test run, exact per fold and aggregated over folds
    (:func:`~.scores.aggregate_fold_pvalues`). Confidence interval: circular block
@@ -38,6 +43,7 @@ from .._logging import logger, progress
 from ..io.readers import RecordingError
 from ..io.table import View
 from .delays import Delayer, Lagger, run_segments
+from .ridge import GroupRidgeCV, pearson_r
 from .scores import (
     _best_layer_row,
     _ci,
@@ -63,7 +69,10 @@ MIN_SHIFT_S = 10.0
 PCA_BLAS_THREADS = 1
 #: Defaults of the time-series keys of the study's ``align`` section.
 TIMESERIES_DEFAULTS = {"fir_delays_s": [2, 4, 6, 8], "trf_lags_s": [0.0, 0.6],
-                       "trf_step_s": 0.1, "n_components": 64, "block_s": 20.0}
+                       "trf_step_s": 0.1, "n_components": 64, "block_s": 20.0,
+                       "timeseries_baseline": "onset"}
+#: Baselines whose prediction is removed before the layers are scored.
+BASELINES = ("onset", "none")
 
 
 def sample_period(time: np.ndarray, runs: np.ndarray) -> float:
@@ -374,6 +383,69 @@ def _layer_statistics(fit, folds, draws: list[_FoldDraws], masks: dict[str, np.n
     return aggregate_fold_pvalues(p_folds), region_p, boot_r
 
 
+def onset_baseline_residuals(onsets: sparse.csr_matrix, delayer, runs: np.ndarray,
+                             Y: np.ndarray, folds, groups: np.ndarray, alphas: np.ndarray,
+                             n_inner_splits: int, baseline: str = "onset", *,
+                             masks: dict[str, np.ndarray] | None = None, label: str = ""
+                             ) -> list[np.ndarray]:
+    """Responses of each outer fold with the stimulus-onset baseline removed.
+
+    Continuous recordings carry a response to every stimulus whatever its content (an
+    evoked response, the BOLD of "a sentence is on"). Any features placed at the onsets
+    predict it, random ones included, and it can dwarf the content-specific part that
+    separates layers. With ``baseline="onset"``, a ridge model of the onsets alone
+    (one regressor, the number of events at each sample, at the same delays or lags
+    as the layers) is fitted on each fold's training rows, and its prediction is
+    subtracted from every row of that fold; the layers then explain what the onsets do
+    not. The held-out r of the baseline is logged per region.
+
+    Parameters
+    ----------
+    onsets : scipy.sparse matrix, shape (n_times, n_stimuli)
+        :func:`onset_matrix`.
+    delayer : Delayer or Lagger
+        The layers' delays or lags.
+    runs : ndarray, shape (n_times,)
+    Y : ndarray, shape (n_times, n_targets)
+    folds : list of (train, test)
+    groups : ndarray, shape (n_times,)
+        Inner folds of the baseline's alpha never split a group.
+    alphas : ndarray
+    n_inner_splits : int
+    baseline : {"onset", "none"}
+        ``"none"`` returns ``Y`` for every fold.
+    masks : dict of str to ndarray of bool, optional
+        Regions whose baseline r is logged.
+    label : str
+        Names the recording in the log.
+
+    Returns
+    -------
+    Y_folds : list of ndarray, float32, each shape (n_times, n_targets)
+        One per fold, centred per run.
+    """
+    if baseline not in BASELINES:
+        raise ValueError(f"timeseries_baseline must be one of {BASELINES}, got {baseline!r}")
+    if baseline == "none":
+        return [Y.astype(np.float32)] * len(folds)
+    presence = np.asarray(onsets.sum(axis=1), dtype=np.float32).reshape(-1, 1)
+    design = delayer.fit_transform(presence, runs=runs)
+    out, r = [], []
+    for train, test in folds:
+        model = GroupRidgeCV(alphas=alphas, n_splits=n_inner_splits)
+        model.fit(design[train], Y[train].astype(np.float32), groups=groups[train])
+        resid = Y - model.predict(design).astype(np.float64)
+        for seg in run_segments(runs, len(runs)):
+            resid[seg] -= resid[seg].mean(0)
+        out.append(resid.astype(np.float32))
+        r.append(pearson_r(model.predict(design[test]), Y[test]))
+    r = np.nanmean(np.stack(r), axis=0)
+    for key, cols in (masks or {"all": np.ones(Y.shape[1], bool)}).items():
+        logger.info("%s: onset baseline held-out r %.3f (%s), removed before the layers",
+                    label or "time series", float(np.nanmean(r[cols])), key)
+    return out
+
+
 def score_timeseries(view: View, regions: np.ndarray, features: dict[str, np.ndarray],
                      feature_rows: dict[str, int], params: dict, modality: str, *,
                      seed: int = 0, label: str = ""
@@ -403,8 +475,8 @@ def score_timeseries(view: View, regions: np.ndarray, features: dict[str, np.nda
     params : dict
         The study's ``align`` section: ``alphas_log10``, ``n_inner_splits``,
         ``n_permutations`` (circular shifts), ``n_bootstraps``, ``ci``, and optionally
-        ``fir_delays_s``, ``trf_lags_s``, ``trf_step_s``, ``n_components``, ``block_s``
-        (defaults in :data:`TIMESERIES_DEFAULTS`).
+        ``fir_delays_s``, ``trf_lags_s``, ``trf_step_s``, ``n_components``, ``block_s``,
+        ``timeseries_baseline`` (defaults in :data:`TIMESERIES_DEFAULTS`).
     modality : {"fmri", "eeg", "seeg"}
         FIR delays for fMRI, TRF lags otherwise.
     seed : int
@@ -451,7 +523,6 @@ def score_timeseries(view: View, regions: np.ndarray, features: dict[str, np.nda
     Y = np.asarray(view.X, dtype=np.float64)[keep]
     for seg in run_segments(runs, len(runs)):
         Y[seg] -= Y[seg].mean(0)
-    Y_fit = Y.astype(np.float32)
 
     ev_run = np.asarray(view.events["group"]).astype(str)
     on = np.isin(ev_run, placed)
@@ -465,6 +536,10 @@ def score_timeseries(view: View, regions: np.ndarray, features: dict[str, np.nda
     level = float(params["ci"])
     lo, hi, n = params["alphas_log10"]
     alphas = np.logspace(lo, hi, int(n))
+    Y_folds = onset_baseline_residuals(
+        onsets, delayer, runs, Y, folds, groups, alphas, params["n_inner_splits"],
+        params.get("timeseries_baseline", TIMESERIES_DEFAULTS["timeseries_baseline"]),
+        masks=_region_masks(regions), label=where)
     n_components = params.get("n_components", TIMESERIES_DEFAULTS["n_components"])
     block = max(1, int(round(float(params.get("block_s", TIMESERIES_DEFAULTS["block_s"]))
                              / dt)))
@@ -478,8 +553,8 @@ def score_timeseries(view: View, regions: np.ndarray, features: dict[str, np.nda
             f"circular shifts of at least {min_shift} samples ({min_shift * dt:.1f} s) need "
             f"at least {2 * min_shift}")
     rng = np.random.default_rng(seed)
-    draws = [_FoldDraws.draw(rng, run_segments(runs[test], len(test)), Y[test], n_perm,
-                             n_boot, min_shift, block) for _, test in folds]
+    draws = [_FoldDraws.draw(rng, run_segments(runs[test], len(test)), Yf[test], n_perm,
+                             n_boot, min_shift, block) for (_, test), Yf in zip(folds, Y_folds)]
     masks = _region_masks(regions)
 
     rows: list[dict] = []
@@ -502,7 +577,7 @@ def score_timeseries(view: View, regions: np.ndarray, features: dict[str, np.nda
         for layer in progress(range(n_layers), desc=f"{label} {control}"):
             reduced = reduce_features(F[layer][stim_rows].astype(np.float64), n_components)
             X = delayer.fit_transform((onsets @ reduced).astype(np.float32), runs=runs)
-            fit = fit_layer(X, Y_fit, folds, groups, alphas, params["n_inner_splits"],
+            fit = fit_layer(X, Y_folds, folds, groups, alphas, params["n_inner_splits"],
                             "inner_cv")
             r_all[layer] = np.nanmean(fit.r_folds, axis=0)
             p_all[layer], region_p, boot_r = _layer_statistics(fit, folds, draws, masks)
@@ -530,6 +605,6 @@ def score_timeseries(view: View, regions: np.ndarray, features: dict[str, np.nda
     return rows, best, per_target
 
 
-__all__ = ["MIN_SHIFT_S", "TIMESERIES_DEFAULTS", "TIMESERIES_MODALITIES", "lag_samples",
-           "onset_matrix", "reduce_features", "run_groups", "sample_period",
-           "score_timeseries"]
+__all__ = ["BASELINES", "MIN_SHIFT_S", "TIMESERIES_DEFAULTS", "TIMESERIES_MODALITIES",
+           "lag_samples", "onset_baseline_residuals", "onset_matrix", "reduce_features",
+           "run_groups", "sample_period", "score_timeseries"]
