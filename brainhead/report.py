@@ -38,8 +38,12 @@ figure { display: inline-block; margin: 0.5em; } img { max-width: 46em; }
 (alpha per target chosen by grouped cross-validation inside the training folds; outer folds
 never put a stimulus on both sides), averaged over a region's targets, with a
 {{ ci_pct }}% bootstrap interval over stimuli and a permutation p-value (responses shuffled
-across the test stimuli of each fold). <i>rsa</i>: Spearman correlation of brain and layer
-RDMs (correlation distance). <i>cka</i>: linear CKA. Solid lines: trained {{ model }};
+across the test stimuli of each fold; circular shifts within runs for the time-series
+view, whose onset-only response is removed first). <i>r_ceiled</i>: r over the noise
+ceiling of each target, where stimuli repeat (unreliable targets left out, clipped at 1).
+<i>rsa</i>: Spearman correlation of brain and layer RDMs; <i>rsa_crossnobis</i>: the same
+with a crossnobis brain RDM across presentations. <i>cka</i>: linear CKA. p-values of
+rsa and cka permute stimulus labels. Solid lines: trained {{ model }};
 dashed: the same architecture with random weights (the control).
 q: Benjamini&ndash;Hochberg across every test of a subject.{% if has_truth %}
 Vertical lines: the layer planted in the simulation.{% endif %}</p>
@@ -60,12 +64,13 @@ Gap: r at the best layer minus r at the last layer (the intermediate-layer advan
 with its bootstrap interval; depth = best layer / last layer.</p>
 <table><tr><th>subject</th><th>modality</th><th>region</th><th>best layer</th>
 <th>per fold</th><th>r</th><th>random r</th><th>depth</th><th>gap to last</th>
-<th>gap CI</th>{% if has_ceiling %}<th>r / ceiling</th>{% endif %}{% if has_truth %}<th>planted</th>{% endif %}</tr>
+<th>gap CI</th><th>p (q) of r</th>{% if has_ceiling %}<th>r / ceiling</th>{% endif %}{% if has_truth %}<th>planted</th>{% endif %}</tr>
 {% for row in best %}<tr><td>{{ row.subject }}</td><td>{{ row.modality }}</td>
 <td>{{ row.region }}</td><td>{{ row.best_layer }}</td><td>{{ row.layers_per_fold }}</td>
 <td>{{ "%.3f"|format(row.score) }}</td><td>{{ "%.3f"|format(row.random_score) }}</td>
 <td>{{ "%.2f"|format(row.relative_depth) }}</td><td>{{ "%.3f"|format(row.gap_to_last) }}</td>
 <td>[{{ "%.3f"|format(row.gap_ci_low) }}, {{ "%.3f"|format(row.gap_ci_high) }}]</td>
+<td>{{ row.pq }}</td>
 {% if has_ceiling %}<td>{{ row.ceiled }}</td>{% endif %}
 {% if has_truth %}<td class="{{ 'ok' if row.planted == row.best_layer else 'bad' }}">{{ row.planted }}</td>{% endif %}</tr>
 {% endfor %}</table>
@@ -250,6 +255,12 @@ def make_report(summary_path, out_path, *, study: str, description: str = "",
     best = regional if not regional.empty else best
     best = best.copy()
     best["planted"] = [_planted(truth, s, g) for s, g in zip(best["subject"], best["region"])]
+    r_rows = summary[(summary["metric"] == "r") & (summary["control"] == "trained")]
+    r_lookup = r_rows.set_index(["subject", "model", "region", "layer"])
+    best["pq"] = [
+        f"{r_lookup.loc[k, 'p']:.3g} ({r_lookup.loc[k, 'q']:.3g})" if k in r_lookup.index
+        else "n/a"
+        for k in zip(best["subject"], best["model"], best["region"], best["best_layer"])]
     ceiled = summary[(summary["metric"] == "r_ceiled") & (summary["control"] == "trained")]
     has_ceiling = not ceiled.empty
     if has_ceiling:

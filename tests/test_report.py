@@ -50,7 +50,8 @@ def _summary(with_all: bool = True) -> pd.DataFrame:
                     records.append({"subject": subject, "modality": modality,
                                     "view": VIEWS[subject], "region": region, "model": "m", "control": control,
                                     "layer": layer, "metric": "r", "score": score,
-                                    "n_targets": 5})
+                                    "n_targets": 5, "p": 0.001 * (layer + 1),
+                                    "q": 0.002 * (layer + 1)})
         for region, (trained, random) in regions.items():
             for layer in range(N_LAYERS):  # paired differences: interval +-0.05
                 diff = trained[layer] - random[layer]
@@ -168,6 +169,8 @@ def test_make_report_with_truth(files, tmp_path):
     for subject in ("01", "02"):
         assert f"<figcaption>sub-{subject} ({VIEWS[subject]} view)</figcaption>" in html
         assert f"<td>{subject}</td>" in html
+    # p and q of r at each best layer: sub-01 anterior's best is layer 2
+    assert "<td>0.003 (0.006)</td>" in html
     assert "<h2>eeg</h2>" in html and "<h2>fmri</h2>" in html
     assert "<th>planted</th>" in html and "Vertical lines" in html
     # one cell per region; only sub-02 anterior (best 3, planted 0) is not recovered
