@@ -110,6 +110,21 @@ def test_leave_one_group_out_variants(cv):
     np.testing.assert_allclose(sst_fn, sst, rtol=1e-12)
 
 
+
+@pytest.mark.parametrize("p", [6, 40], ids=["primal", "dual"])
+def test_cv_splits_target_side_and_feature_side_products_agree(p):
+    """Few targets take the target-side product, many the feature-side one: same errors."""
+    X, Y = _problem(n=32, p=p, t=60, seed=9)
+    splits = list(KFold(n_splits=4).split(X))  # 8 validation rows, 2 alphas: 16 < 60
+    alphas = np.array([0.5, 50.0])
+    sse, sst = solve_ridge_cv_splits(X, Y, alphas, splits, device="cpu")
+    few = [solve_ridge_cv_splits(X, Y[:, [j]], alphas, splits, device="cpu")
+           for j in range(Y.shape[1])]
+    np.testing.assert_allclose(np.concatenate([f[0] for f in few], axis=1), sse, rtol=1e-9)
+    np.testing.assert_allclose(np.concatenate([f[1] for f in few]), sst, rtol=1e-12)
+    ref_sse, _ = _brute_force_cv(X, Y, alphas, splits)
+    np.testing.assert_allclose(sse, ref_sse, rtol=1e-8)
+
 def test_n_splits_is_an_alias_of_int_cv():
     X, Y = _problem(n=80, seed=6)
     groups = np.repeat(np.arange(8), 10)

@@ -386,13 +386,23 @@ def _cv_splits(X, Y, alphas, splits, *, standardize, device, dtype, target_batch
             left = (Xva @ Xtr.T) @ vecs         # (n_va, n_tr)
         del Xtr, Xva
         r = vecs.shape[0]
+        # Residuals are (left * gain) @ vecs.T @ R per alpha. Forming W = (left * gain) @
+        # vecs.T costs n_alphas * n_va * r**2 whatever the number of targets; with fewer
+        # targets than n_alphas * n_va, multiplying vecs.T @ R first is cheaper.
+        target_side = t < len(alphas) * n_va
+        if target_side and mode == "dual":
+            vecs_sum = vecs.sum(0)                                        # (r,)
         for a_sl in _batches(len(alphas), n_alpha_chunk):
             n_a = a_sl.stop - a_sl.start
             gain = 1.0 / (lam[None, :] + al[a_sl, None])                  # (a, r)
             W = w_buf[:n_a * n_va * r].view(n_a, n_va, r)
-            for i in range(n_a):
-                torch.mm(left * gain[i], vecs.T, out=W[i])                # (n_va, r)
-            w_sum = W.sum(2, keepdim=True) if mode == "dual" else None    # (a, n_va, 1)
+            if target_side:   # W holds left * gain, (a, n_va, r)
+                torch.mul(left[None], gain[:, None, :], out=W)
+                w_sum = (W @ vecs_sum)[..., None] if mode == "dual" else None
+            else:
+                for i in range(n_a):
+                    torch.mm(left * gain[i], vecs.T, out=W[i])            # (n_va, r)
+                w_sum = W.sum(2, keepdim=True) if mode == "dual" else None  # (a, n_va, 1)
             for cols in _batches(t, bs):
                 tb = cols.stop - cols.start
                 Yva = _y_rows(Y, val, cols, dev, tdtype) - y_mean[cols]    # (n_va, tb)
@@ -410,6 +420,8 @@ def _cv_splits(X, Y, alphas, splits, *, standardize, device, dtype, target_batch
                     target = Yva - ytr_mean
                     # W @ (R - ytr_mean) = W @ R - rowsum(W) * ytr_mean
                     target = target[None] + w_sum * ytr_mean[None, None, :]
+                if target_side:
+                    R = vecs.T @ R                                        # (r, tb)
                 # residuals of every alpha: W @ R - target, in one batched product
                 resid = torch.baddbmm(target.expand(n_a, n_va, tb), W,
                                       R[None].expand(n_a, r, tb), beta=-1,
