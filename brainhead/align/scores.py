@@ -315,6 +315,63 @@ def average_repeats(Y: np.ndarray, stim_id: np.ndarray, group: np.ndarray):
     return Y_avg, uniq[order], np.asarray(group).astype(str)[first[order]], counts[order]
 
 
+class RegionCurves:
+    """Layer curves of every (control, region), filled layer by layer while scoring.
+
+    Attributes (dict of (control, region) to ndarray)
+    ------------------------------------------------
+    score : shape (n_layers,)
+        Held-out r averaged over folds and the region's targets.
+    boot : shape (n_layers, n_boot)
+        The same for every bootstrap draw (shared by all layers and controls).
+    held : shape (n_layers, n_folds)
+        Held-out r of each outer fold.
+    inner : shape (n_layers, n_folds)
+        Training-only score of each outer fold, which chooses the best layer.
+    """
+
+    def __init__(self, masks: dict[str, np.ndarray], n_layers: int, n_boot: int,
+                 n_folds: int):
+        self.masks = masks
+        self._shape = (n_layers, n_boot, n_folds)
+        self.score, self.boot, self.held, self.inner = {}, {}, {}, {}
+
+    def record(self, control: str, layer: int, fit: LayerFit, boot_r: np.ndarray,
+               level: float) -> dict[str, tuple[float, tuple[float, float]]]:
+        """Store one layer of one control; return each region's score and interval.
+
+        ``boot_r`` has shape (n_boot, n_targets): r of every target in every draw.
+        """
+        n_layers, n_boot, n_folds = self._shape
+        r = np.nanmean(fit.r_folds, axis=0)
+        out = {}
+        for key, cols in self.masks.items():
+            if (control, key) not in self.score:
+                self.score[(control, key)] = np.empty(n_layers)
+                self.boot[(control, key)] = np.empty((n_layers, n_boot))
+                self.held[(control, key)] = np.empty((n_layers, n_folds))
+                self.inner[(control, key)] = np.empty((n_layers, n_folds))
+            self.score[(control, key)][layer] = float(np.nanmean(r[cols]))
+            self.boot[(control, key)][layer] = np.nanmean(boot_r[:, cols], axis=1)
+            self.held[(control, key)][layer] = np.nanmean(fit.r_folds[:, cols], axis=1)
+            self.inner[(control, key)][layer] = np.nanmean(fit.inner[:, cols], axis=1)
+            out[key] = (self.score[(control, key)][layer],
+                        _ci(self.boot[(control, key)][layer], level))
+        return out
+
+    def paired_rows(self, level: float) -> list[dict]:
+        """``r_diff`` rows when both controls were scored (:func:`paired_difference_rows`)."""
+        if not all(("trained", key) in self.score and ("random", key) in self.score
+                   for key in self.masks):
+            return []
+        return paired_difference_rows(self.score, self.boot, self.masks, level)
+
+    def best_rows(self, level: float) -> list[dict]:
+        """One best-layer row per region of the trained model (:func:`_best_layer_row`)."""
+        return [_best_layer_row(key, self.inner, self.held, self.boot, level)
+                for key in self.masks if ("trained", key) in self.score]
+
+
 def noise_ceiling(Y: np.ndarray, stim_id: np.ndarray, kind: str = "split_half", *,
                   seed=0) -> np.ndarray:
     """Ceiling on the Pearson r of each target with its repeat-averaged response.
@@ -460,20 +517,12 @@ def score_responses(Y, stim_id, group, regions, features: dict[str, np.ndarray],
 
     rows: list[dict] = []
     per_target: dict[str, np.ndarray] = {"ceiling": ceiling.astype(np.float32)}
-    region_curves: dict[tuple[str, str], np.ndarray] = {}  # (control, region) -> (layer,)
-    region_boot: dict[tuple[str, str], np.ndarray] = {}  # -> (layer, n_boot)
-    region_folds: dict[tuple[str, str], np.ndarray] = {}  # -> (layer, fold)
-    region_inner: dict[tuple[str, str], np.ndarray] = {}  # -> (layer, fold)
+    n_layers = next(iter(features.values())).shape[0]
+    curves = RegionCurves(masks, n_layers, n_boot, len(folds))
     for control, F in features.items():
         rows_idx = np.array([feature_rows[s] for s in stims])
-        n_layers = F.shape[0]
         r_all = np.empty((n_layers, Y.shape[1]))
         p_all = np.empty((n_layers, Y.shape[1]))
-        for key in masks:
-            region_curves[(control, key)] = np.empty(n_layers)
-            region_boot[(control, key)] = np.empty((n_layers, n_boot))
-            region_folds[(control, key)] = np.empty((n_layers, len(folds)))
-            region_inner[(control, key)] = np.empty((n_layers, len(folds)))
         for layer in progress(range(n_layers), desc=f"{label} {control}"):
             X = F[layer][rows_idx].astype(np.float64)
             fit = fit_layer(X, Y, folds, groups, alphas, params["n_inner_splits"],
@@ -506,15 +555,11 @@ def score_responses(Y, stim_id, group, regions, features: dict[str, np.ndarray],
             if crossnobis:  # the layer RDM in the crossnobis RDMs' stimulus order
                 cn_ranks = _rank_condensed(compute_rdm(X[cn_rows], metric=distance))
             K = _centred_gram(X)
+            region_r = curves.record(control, layer, fit, boot_r, level)
             for key, cols in masks.items():
-                score = float(np.nanmean(r[cols]))
-                region_curves[(control, key)][layer] = score
-                region_boot[(control, key)][layer] = np.nanmean(boot_r[:, cols], axis=1)
-                region_folds[(control, key)][layer] = np.nanmean(fit.r_folds[:, cols], axis=1)
-                region_inner[(control, key)][layer] = np.nanmean(fit.inner[:, cols], axis=1)
+                score, ci = region_r[key]
                 base = {"region": key, "control": control, "layer": layer,
                         "n_targets": int(cols.sum()), "n_clipped": 0}
-                ci = _ci(region_boot[(control, key)][layer], level)
                 rows.append({**base, "metric": "r", "score": score, "ci_low": ci[0],
                              "ci_high": ci[1], "p": region_p[key]})
                 if np.isfinite(ceiling[cols]).any():
@@ -549,16 +594,9 @@ def score_responses(Y, stim_id, group, regions, features: dict[str, np.ndarray],
         per_target[f"p_{control}"] = p_all.astype(np.float32)
         per_target[f"q_{control}"] = np.stack([fdr_bh(p) for p in p_all]).astype(np.float32)
 
-    if {"trained", "random"} <= set(features):
-        rows += paired_difference_rows(region_curves, region_boot, masks, level)
+    rows += curves.paired_rows(level)
     add_qvalues(rows)
-
-    best = []
-    for key in masks:
-        if ("trained", key) not in region_curves:
-            continue
-        best.append(_best_layer_row(key, region_inner, region_folds, region_boot, level))
-    return rows, best, per_target
+    return rows, curves.best_rows(level), per_target
 
 
 def paired_difference_rows(region_curves: dict, region_boot: dict,

@@ -45,8 +45,7 @@ from ..io.table import View
 from .delays import Delayer, Lagger, run_segments
 from .ridge import GroupRidgeCV, pearson_r
 from .scores import (
-    _best_layer_row,
-    _ci,
+    RegionCurves,
     _region_masks,
     _zscore_cols,
     add_qvalues,
@@ -54,7 +53,6 @@ from .scores import (
     fit_layer,
     leakage_free_groups,
     outer_folds,
-    paired_difference_rows,
 )
 from .stats import _weighted_r, fdr_bh
 
@@ -560,20 +558,12 @@ def score_timeseries(view: View, regions: np.ndarray, features: dict[str, np.nda
     rows: list[dict] = []
     per_target: dict[str, np.ndarray] = {
         "ceiling": np.full(Y.shape[1], np.nan, dtype=np.float32)}
-    region_curves: dict[tuple[str, str], np.ndarray] = {}  # (control, region) -> (layer,)
-    region_boot: dict[tuple[str, str], np.ndarray] = {}  # -> (layer, n_boot)
-    region_folds: dict[tuple[str, str], np.ndarray] = {}  # -> (layer, fold)
-    region_inner: dict[tuple[str, str], np.ndarray] = {}  # -> (layer, fold)
+    n_layers = next(iter(features.values())).shape[0]
+    curves = RegionCurves(masks, n_layers, n_boot, len(folds))
     stim_rows = np.array([feature_rows[s] for s in stims])
     for control, F in features.items():
-        n_layers = F.shape[0]
         r_all = np.empty((n_layers, Y.shape[1]))
         p_all = np.empty((n_layers, Y.shape[1]))
-        for key in masks:
-            region_curves[(control, key)] = np.empty(n_layers)
-            region_boot[(control, key)] = np.empty((n_layers, n_boot))
-            region_folds[(control, key)] = np.empty((n_layers, len(folds)))
-            region_inner[(control, key)] = np.empty((n_layers, len(folds)))
         for layer in progress(range(n_layers), desc=f"{label} {control}"):
             reduced = reduce_features(F[layer][stim_rows].astype(np.float64), n_components)
             X = delayer.fit_transform((onsets @ reduced).astype(np.float32), runs=runs)
@@ -581,13 +571,9 @@ def score_timeseries(view: View, regions: np.ndarray, features: dict[str, np.nda
                             "inner_cv")
             r_all[layer] = np.nanmean(fit.r_folds, axis=0)
             p_all[layer], region_p, boot_r = _layer_statistics(fit, folds, draws, masks)
+            region_r = curves.record(control, layer, fit, boot_r, level)
             for key, cols in masks.items():
-                score = float(np.nanmean(r_all[layer][cols]))
-                region_curves[(control, key)][layer] = score
-                region_boot[(control, key)][layer] = np.nanmean(boot_r[:, cols], axis=1)
-                region_folds[(control, key)][layer] = np.nanmean(fit.r_folds[:, cols], axis=1)
-                region_inner[(control, key)][layer] = np.nanmean(fit.inner[:, cols], axis=1)
-                ci = _ci(region_boot[(control, key)][layer], level)
+                score, ci = region_r[key]
                 rows.append({"region": key, "control": control, "layer": layer,
                              "n_targets": int(cols.sum()), "n_clipped": 0, "metric": "r",
                              "score": score, "ci_low": ci[0], "ci_high": ci[1],
@@ -596,12 +582,9 @@ def score_timeseries(view: View, regions: np.ndarray, features: dict[str, np.nda
         per_target[f"p_{control}"] = p_all.astype(np.float32)
         per_target[f"q_{control}"] = np.stack([fdr_bh(p) for p in p_all]).astype(np.float32)
 
-    if {"trained", "random"} <= set(features):
-        rows += paired_difference_rows(region_curves, region_boot, masks, level)
+    rows += curves.paired_rows(level)
     add_qvalues(rows)
-
-    best = [_best_layer_row(key, region_inner, region_folds, region_boot, level)
-            for key in masks if ("trained", key) in region_curves]
+    best = curves.best_rows(level)
     return rows, best, per_target
 
 
