@@ -9,8 +9,11 @@ modality:
   for a realistic 0.1-0.3; tune ``--snr`` to land there);
 - the recovery rate: how often the best layer, chosen on training folds only, equals
   the planted layer (goal: >= 95% of seeds);
-- how often the random control wins significantly at any layer (r_diff interval below
-  zero and q < 0.05; goal: never).
+- how often the random control wins significantly at the best layer (r_diff interval
+  below zero and q < 0.05; goal: never), and, for information, at the other layers. A
+  win at another layer can be real rather than a false positive: with 480 stimuli the
+  trained MiniLM's layer 6 predicts a region planted at layer 2 worse than the random
+  network's layer 6 does (EEG seed 17: r 0.223 against 0.260).
 
 Usage::
 
@@ -18,7 +21,11 @@ Usage::
     python benchmarks/planted_layer.py --seeds 3 --modalities fmri
     python benchmarks/planted_layer.py --snr fmri=0.5 eeg=1.0 seeg=0.5
 
-It takes about a minute per seed and modality on a 2-core machine.
+The default of 480 sentences is the size of a typical sentence-reading study (Pereira
+et al. 2018 used 384 and 243); with 160, adjacent MiniLM layers, whose features are
+nearly collinear, are not told apart for every region (EEG and sEEG recovered 60% of
+seeds). ``--n-stimuli`` measures that dependence. It takes about 40 s per seed and
+modality on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ SUBJECTS = {
     "eeg": {"simulate": {"n_channels": 24}},
     "seeg": {"simulate": {"n_shafts": 4, "contacts_per_shaft": 8}},
 }
-DEFAULT_SNR = {"fmri": 0.7, "eeg": 1.2, "seeg": 0.5}
+DEFAULT_SNR = {"fmri": 0.7, "eeg": 1.0, "seeg": 0.4}
 
 
 def _study(tmp: Path, modality: str, seed: int, snr: float, n_stimuli: int,
@@ -94,8 +101,11 @@ def run_one(modality: str, seed: int, snr: float, n_stimuli: int, n_perm: int) -
         float(planted_r[(planted_r["region"] == g) & (planted_r["layer"] == p)]["score"].iloc[0])
         for g, p in zip(rec["region"], rec["planted"])]
     diff = summary[(summary["metric"] == "r_diff") & (summary["region"] != "all")]
-    random_wins = diff[(diff["ci_high"] < 0) & (diff["q"] < 0.05)]
-    rec["random_wins"] = [int(((random_wins["region"] == g)).sum()) for g in rec["region"]]
+    wins = diff[(diff["ci_high"] < 0) & (diff["q"] < 0.05)]
+    rec["random_wins"] = [int(((wins["region"] == g) & (wins["layer"] == b)).sum())
+                          for g, b in zip(rec["region"], rec["best_layer"])]
+    rec["random_wins_other"] = [int(((wins["region"] == g) & (wins["layer"] != b)).sum())
+                                for g, b in zip(rec["region"], rec["best_layer"])]
     rec["seed"] = seed
     return rec
 
@@ -107,7 +117,7 @@ def main(argv=None) -> int:
     parser.add_argument("--modalities", nargs="+", default=["fmri", "eeg", "seeg"])
     parser.add_argument("--snr", nargs="*", default=[],
                         help="modality=value overrides of the signal-to-noise ratio")
-    parser.add_argument("--n-stimuli", type=int, default=160)
+    parser.add_argument("--n-stimuli", type=int, default=480)
     parser.add_argument("--n-permutations", type=int, default=200)
     args = parser.parse_args(argv)
     os.environ.setdefault("BRAINHEAD_NO_PROGRESS", "1")
@@ -125,13 +135,14 @@ def main(argv=None) -> int:
             rows.append(rec)
             print(f"{modality} seed {seed}: best {rec['best_layer'].tolist()} planted "
                   f"{rec['planted'].tolist()} r {np.round(rec['planted_r'], 3).tolist()} "
-                  f"random wins {int(rec['random_wins'].sum())}",
+                  f"random wins at best {int(rec['random_wins'].sum())} "
+                  f"elsewhere {int(rec['random_wins_other'].sum())}",
                   flush=True)
         print(f"{modality}: {time.perf_counter() - t0:.0f} s", flush=True)
     table = pd.concat(rows, ignore_index=True)
     print()
     print(f"{'modality':8} {'snr':>5} {'seeds':>5} {'median r':>9} {'recovered':>10} "
-          f"{'rate':>6} {'random wins':>12}")
+          f"{'rate':>6} {'random wins (best layer)':>25} {'(other layers)':>15}")
     ok = True
     for modality, grp in table.groupby("modality", sort=False):
         # a seed counts as recovered when every planted region of it is
@@ -139,12 +150,15 @@ def main(argv=None) -> int:
         rate = per_seed.mean()
         med = grp["planted_r"].median()
         wins = int((grp["random_wins"] > 0).sum())
+        other = int((grp["random_wins_other"] > 0).sum())
         print(f"{modality:8} {snr[modality]:5.2f} {len(per_seed):5d} {med:9.3f} "
-              f"{int(per_seed.sum()):>6}/{len(per_seed):<3} {rate:6.0%} {wins:>12}")
+              f"{int(per_seed.sum()):>6}/{len(per_seed):<3} {rate:6.0%} {wins:>25} "
+              f"{other:>15}")
         ok &= bool(rate >= 0.95 and wins == 0 and 0.1 <= med <= 0.3)
     regions = table.groupby("modality", sort=False)["recovered"].mean()
     print("\nper-region recovery:", ", ".join(f"{m} {v:.0%}" for m, v in regions.items()))
-    print("goals (rate >= 95%, random never wins, median r in [0.1, 0.3]):",
+    print("goals (rate >= 95%, random never wins at the best layer, median r in "
+          "[0.1, 0.3]):",
           "met" if ok else "NOT met")
     return 0
 
