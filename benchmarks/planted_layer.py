@@ -20,6 +20,7 @@ Usage::
     python benchmarks/planted_layer.py                      # 20 seeds x 3 modalities
     python benchmarks/planted_layer.py --seeds 3 --modalities fmri
     python benchmarks/planted_layer.py --snr fmri=0.5 eeg=1.0 seeg=0.5
+    python benchmarks/planted_layer.py --view timeseries --modalities fmri seeg
 
 The default of 480 sentences is the size of a typical sentence-reading study (Pereira
 et al. 2018 used 384 and 243); with 160, adjacent MiniLM layers, whose features are
@@ -54,7 +55,7 @@ DEFAULT_SNR = {"fmri": 0.7, "eeg": 1.0, "seeg": 0.4}
 
 
 def _study(tmp: Path, modality: str, seed: int, snr: float, n_stimuli: int,
-           n_perm: int) -> Path:
+           n_perm: int, view: str = "stimulus") -> Path:
     demo = yaml.safe_load((DEMO / "study.yaml").read_text())
     study_dir = tmp / "data_specs" / f"planted_{modality}_{seed}"
     (study_dir / "subjects").mkdir(parents=True)
@@ -66,7 +67,8 @@ def _study(tmp: Path, modality: str, seed: int, snr: float, n_stimuli: int,
                      "snr": {modality: snr}},
         "features": demo["features"],
         "preprocess": demo["preprocess"],
-        "align": {**demo.get("align", {}), "n_permutations": n_perm, "n_bootstraps": n_perm},
+        "align": {**demo.get("align", {}), "n_permutations": n_perm, "n_bootstraps": n_perm,
+                  "view": view},
     }
     (study_dir / "study.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     sub = {"subject": "p01", "modality": modality, "source": "simulated",
@@ -75,7 +77,8 @@ def _study(tmp: Path, modality: str, seed: int, snr: float, n_stimuli: int,
     return study_dir
 
 
-def run_one(modality: str, seed: int, snr: float, n_stimuli: int, n_perm: int) -> pd.DataFrame:
+def run_one(modality: str, seed: int, snr: float, n_stimuli: int, n_perm: int,
+            view: str = "stimulus") -> pd.DataFrame:
     """Simulate, preprocess and score one subject; one row per planted region."""
     from brainhead.align import score_subject
     from brainhead.features import write_features
@@ -86,7 +89,7 @@ def run_one(modality: str, seed: int, snr: float, n_stimuli: int, n_perm: int) -
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        study = load_study(_study(tmp, modality, seed, snr, n_stimuli, n_perm))
+        study = load_study(_study(tmp, modality, seed, snr, n_stimuli, n_perm, view))
         results = tmp / "results"
         truth = simulate_study(study, results)
         responses = preprocess_subject(study, "p01", results, results / "responses.h5")
@@ -119,6 +122,8 @@ def main(argv=None) -> int:
                         help="modality=value overrides of the signal-to-noise ratio")
     parser.add_argument("--n-stimuli", type=int, default=480)
     parser.add_argument("--n-permutations", type=int, default=200)
+    parser.add_argument("--view", choices=("stimulus", "timeseries"), default="stimulus",
+                        help="response view to score (timeseries: sEEG and fMRI only)")
     args = parser.parse_args(argv)
     os.environ.setdefault("BRAINHEAD_NO_PROGRESS", "1")
     snr = dict(DEFAULT_SNR)
@@ -130,7 +135,8 @@ def main(argv=None) -> int:
     for modality in args.modalities:
         t0 = time.perf_counter()
         for seed in range(args.first_seed, args.first_seed + args.seeds):
-            rec = run_one(modality, seed, snr[modality], args.n_stimuli, args.n_permutations)
+            rec = run_one(modality, seed, snr[modality], args.n_stimuli, args.n_permutations,
+                          args.view)
             rec["modality"] = modality
             rows.append(rec)
             print(f"{modality} seed {seed}: best {rec['best_layer'].tolist()} planted "
