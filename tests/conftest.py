@@ -45,6 +45,10 @@ def small_demo(tmp_path_factory):
     cfg = yaml.safe_load((study_dir / "study.yaml").read_text())
     cfg["name"] = "small"
     cfg["simulate"]["n_stimuli"] = 48
+    # each sentence once, in 4 runs (the demo shows each twice in 2 x 2 runs): runs that
+    # share no stimulus are what the preprocessing tests and time-series scoring expect
+    cfg["simulate"]["n_runs"] = 4
+    cfg["simulate"]["n_repeats"] = 1
     (study_dir / "study.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     for sub in ("e02", "e03", "f02", "f03", "s02"):
         (study_dir / "subjects" / f"sub-{sub}.yaml").unlink()
