@@ -6,6 +6,8 @@
 - :mod:`~brainhead.align.ceilings`: split-half and NCSNR noise ceilings.
 - :mod:`~brainhead.align.stats`: permutations, FDR, bootstrap, paired tests.
 - :mod:`~brainhead.align.scores`: everything above for one subject, as summary tables.
+- :mod:`~brainhead.align.timeseries`: the same for continuous recordings (FIR/TRF
+  designs, circular-shift nulls).
 """
 
 from .ceilings import (
@@ -28,6 +30,7 @@ from .scores import (
     collect_summary,
     encoding_scores,
     leakage_free_groups,
+    noise_ceiling,
     score_responses,
     score_subject,
 )
@@ -42,12 +45,13 @@ from .stats import (
     permutation_test,
     permute_indices,
 )
+from .timeseries import score_timeseries
 
 __all__ = [
     "GroupRidgeCV", "Delayer", "Lagger", "pearson_r", "solve_ridge_coef", "solve_ridge_svd",
     "BEST_COLUMNS", "METRICS", "SUMMARY_COLUMNS", "align_subject", "collect_alignment",
-    "collect_summary", "encoding_scores", "leakage_free_groups", "score_responses",
-    "score_subject",
+    "collect_summary", "encoding_scores", "leakage_free_groups", "noise_ceiling",
+    "score_responses", "score_subject", "score_timeseries",
     "compare_rdms", "compute_rdm", "crossnobis_rdm", "rsa_per_region_layer", "linear_cka",
     "ncsnr", "ncsnr_ceiling", "normalise_by_ceiling", "r_ceiling", "split_half_ceiling",
     "best_layer_on_train", "bootstrap_ci", "bootstrap_r_ci", "fdr_bh",
