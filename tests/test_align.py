@@ -793,8 +793,8 @@ def test_score_subject_unknown_view(subject_files):
 
 def test_collect_summary(tmp_path):
     def frame(subject, n):
-        return pd.DataFrame({"subject": subject, "modality": "eeg", "view": "stimulus", "region": "all",
-                             "model": "m", "control": "trained", "layer": range(n),
+        return pd.DataFrame({"subject": subject, "modality": "eeg", "view": "stimulus",
+                             "region": "all", "model": "m", "control": "trained", "layer": range(n),
                              "metric": "r", "score": np.linspace(0, 1, n),
                              "n_targets": 3, "ci_low": 0.0, "ci_high": 1.0, "p": 0.5,
                              "q": 0.5, "n_clipped": 0})[SUMMARY_COLUMNS[::-1]]  # reordered

@@ -43,9 +43,9 @@ from .ridge import GroupRidgeCV, pearson_r
 SUMMARY_COLUMNS = ["subject", "modality", "view", "region", "model", "control", "layer",
                    "metric", "score", "n_targets", "ci_low", "ci_high", "p", "q", "n_clipped"]
 
-BEST_COLUMNS = ["subject", "modality", "view", "region", "model", "best_layer", "layers_per_fold",
-                "score", "random_score", "n_layers", "relative_depth", "last_layer_score",
-                "gap_to_last", "gap_ci_low", "gap_ci_high"]
+BEST_COLUMNS = ["subject", "modality", "view", "region", "model", "best_layer",
+                "layers_per_fold", "score", "random_score", "n_layers", "relative_depth",
+                "last_layer_score", "gap_to_last", "gap_ci_low", "gap_ci_high"]
 
 METRICS = ("r", "r_ceiled", "rsa", "rsa_crossnobis", "cka", "cka_debiased", "r_diff")
 #: Noise-ceiling estimators of ``align.ceiling``.
@@ -164,14 +164,14 @@ def fit_layer(features: np.ndarray, Y, folds, groups: np.ndarray,
         raise ValueError(f"Y has {len(Ys)} arrays for {len(folds)} folds")
     pred = np.zeros(Ys[0].shape, dtype=np.float32)
     r_folds, inner = [], []
-    for (train, test), Y in zip(folds, Ys):
+    for (train, test), Yf in zip(folds, Ys):
         model = GroupRidgeCV(alphas=alphas, n_splits=n_inner_splits)
-        model.fit(features[train], Y[train], groups=groups[train])
+        model.fit(features[train], Yf[train], groups=groups[train])
         p = model.predict(features[test])
         pred[test] = p
-        r_folds.append(pearson_r(p, Y[test]))
+        r_folds.append(pearson_r(p, Yf[test]))
         if selection == "loo":
-            loo = GroupRidgeCV(alphas=alphas, cv="loo").fit(features[train], Y[train])
+            loo = GroupRidgeCV(alphas=alphas, cv="loo").fit(features[train], Yf[train])
             inner.append(np.max(loo.cv_scores_, axis=0))
         else:
             inner.append(np.max(model.cv_scores_, axis=0))
