@@ -33,11 +33,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import GroupKFold, LeaveOneGroupOut
 
 from .._logging import logger, progress
 from ..io.readers import RecordingError
 from ..io.store import atomic_path, provenance, read_responses, write_arrays
+from ..splits import leakage_free_groups, outer_folds
 from .ridge import GroupRidgeCV, pearson_r
 
 SUMMARY_COLUMNS = ["subject", "modality", "view", "region", "model", "control", "layer",
@@ -52,54 +52,6 @@ METRICS = ("r", "r_ceiled", "rsa", "rsa_crossnobis", "cka", "cka_debiased", "r_d
 CEILINGS = ("split_half", "ncsnr")
 #: Training-only scores that can choose the best layer (see :func:`fit_layer`).
 LAYER_SELECTIONS = ("loo", "inner_cv")
-
-
-def leakage_free_groups(stim_id: np.ndarray, group: np.ndarray) -> np.ndarray:
-    """Cross-validation groups such that no stimulus is on both sides of a split.
-
-    Starts from the recording groups (runs/sessions) and merges every set of groups that
-    share a stimulus. If that leaves fewer than three groups (too few for grouped alpha
-    selection inside each training set), stimuli themselves become the groups (all
-    repeats of a stimulus stay together).
-
-    Returns
-    -------
-    groups : ndarray of int, shape (n_samples,)
-    """
-    stim_id, group = np.asarray(stim_id).astype(str), np.asarray(group).astype(str)
-    parent = {g: g for g in np.unique(group)}
-
-    def find(g):
-        while parent[g] != g:
-            parent[g] = parent[parent[g]]
-            g = parent[g]
-        return g
-
-    first_group = {}
-    for s, g in zip(stim_id, group):
-        if s in first_group:
-            a, b = find(first_group[s]), find(g)
-            if a != b:
-                parent[b] = a
-        else:
-            first_group[s] = g
-    roots = np.array([find(g) for g in group])
-    if len(np.unique(roots)) < 3:
-        roots = stim_id
-    return np.unique(roots, return_inverse=True)[1]
-
-
-def _outer_splitter(groups: np.ndarray):
-    n_groups = len(np.unique(groups))
-    if n_groups < 2:
-        raise ValueError("encoding needs at least 2 groups of samples")
-    return LeaveOneGroupOut() if n_groups <= 6 else GroupKFold(n_splits=5)
-
-
-def outer_folds(groups: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Outer (train, test) index pairs: leave-one-group-out up to 6 groups, else 5 folds."""
-    dummy = np.zeros((len(groups), 1))
-    return list(_outer_splitter(groups).split(dummy, dummy, groups))
 
 
 def encoding_scores(features: np.ndarray, Y: np.ndarray, groups: np.ndarray,

@@ -200,7 +200,7 @@ def run_groups(runs: np.ndarray, events_stim_id: np.ndarray, events_run: np.ndar
     """Outer-fold group of every sample: its run, merged with runs sharing a stimulus.
 
     Time series cannot be split within a run, so unlike
-    :func:`~.scores.leakage_free_groups` there is no fallback to stimulus groups: runs
+    :func:`brainhead.splits.leakage_free_groups` there is no fallback to stimulus groups: runs
     that share a stimulus (directly or through other runs) always form one group.
 
     Parameters
