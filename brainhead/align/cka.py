@@ -59,11 +59,14 @@ def _hsic_feature(X, Y, debiased: bool) -> float:
 
 
 def _hsic_gram(K, L, debiased: bool) -> float:
-    """(Scaled) HSIC from Gram matrices, biased ``tr(K H L H)`` or unbiased (Song 2012)."""
+    """(Scaled) HSIC from Gram matrices of centred features, biased or unbiased (Song 2012).
+
+    Biased: ``tr(K H L H)``, which is ``sum(K * L)`` because the Gram matrices of
+    centred features are already doubly centred (``H K H = K``).
+    """
     n = K.shape[0]
     if not debiased:
-        H = np.eye(n) - 1.0 / n
-        return float(np.sum((H @ K @ H) * L))
+        return float(np.sum(K * L))
     Kt, Lt = K - np.diag(np.diag(K)), L - np.diag(np.diag(L))
     k1, l1 = Kt.sum(1), Lt.sum(1)
     return float(np.sum(Kt * Lt) + k1.sum() * l1.sum() / ((n - 1) * (n - 2))
@@ -106,13 +109,43 @@ def linear_cka(X, Y, debiased: bool = False, method: str = "auto") -> float:
         feature_cost = n * (p * q + p * p + q * q)
         gram_cost = n * n * (p + q) + 3 * n * n
         method = "feature" if feature_cost <= gram_cost else "gram"
-    if method == "feature":
-        xy, xx, yy = (_hsic_feature(X, Y, debiased), _hsic_feature(X, X, debiased),
-                      _hsic_feature(Y, Y, debiased))
-    else:
-        K, L = X @ X.T, Y @ Y.T
-        xy, xx, yy = (_hsic_gram(K, L, debiased), _hsic_gram(K, K, debiased),
-                      _hsic_gram(L, L, debiased))
+    if method == "gram":
+        return linear_cka_gram(X @ X.T, Y @ Y.T, debiased)
+    xy, xx, yy = (_hsic_feature(X, Y, debiased), _hsic_feature(X, X, debiased),
+                  _hsic_feature(Y, Y, debiased))
+    if xx <= 0 or yy <= 0:
+        return float("nan")
+    return float(xy / np.sqrt(xx * yy))
+
+
+def linear_cka_gram(K: np.ndarray, L: np.ndarray, debiased: bool = False) -> float:
+    """Linear CKA from the Gram matrices of two column-centred representations.
+
+    ``K = X @ X.T`` and ``L = Y @ Y.T`` with the columns of ``X`` and ``Y`` centred; the
+    same value as :func:`linear_cka` of ``X`` and ``Y`` with ``method="gram"``. Use it
+    when one representation is compared with many others: each Gram matrix is then
+    formed once.
+
+    Parameters
+    ----------
+    K, L : ndarray, shape (n_stimuli, n_stimuli)
+    debiased : bool
+        Unbiased HSIC estimator (Song et al. 2012); needs ``n_stimuli >= 4``.
+
+    Returns
+    -------
+    cka : float
+        NaN when an HSIC self-term is not positive (a constant representation).
+    """
+    K, L = np.asarray(K, dtype=np.float64), np.asarray(L, dtype=np.float64)
+    if K.ndim != 2 or K.shape[0] != K.shape[1] or K.shape != L.shape:
+        raise ValueError(f"K and L must be square Gram matrices of the same stimuli, got "
+                         f"shapes {K.shape} and {L.shape}")
+    if K.shape[0] < (4 if debiased else 2):
+        raise ValueError(f"linear_cka_gram{' (debiased)' if debiased else ''} needs at "
+                         f"least {4 if debiased else 2} stimuli, got {K.shape[0]}")
+    xy, xx, yy = (_hsic_gram(K, L, debiased), _hsic_gram(K, K, debiased),
+                  _hsic_gram(L, L, debiased))
     if xx <= 0 or yy <= 0:
         return float("nan")
     return float(xy / np.sqrt(xx * yy))

@@ -15,16 +15,23 @@ responses, never to the predictors, so any scorer can be tested with
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import NamedTuple
 
 import numpy as np
-from scipy import stats
+from scipy import sparse, stats
 
 PERMUTATION_SCHEMES = ("stimulus", "block", "circular")
 ALTERNATIVES = ("greater", "less", "two-sided")
 _BATCH_ELEMENTS = 2**22  # rows x columns per bootstrap / sign-flip batch (32 MiB float64)
+#: Entries of one block of resampled scores (resamples x columns, 4 MiB in float64). The
+#: batched nulls below work block by block, so their scratch memory stays a few such
+#: blocks whatever the number of resamples and targets.
+NULL_BLOCK_ELEMENTS = 2**19
+#: Bytes of the row-pair products that :func:`permuted_column_dots` forms once per column
+#: block and reads for every permutation: small enough to stay in the CPU cache.
+_PAIR_PRODUCT_BYTES = 2**22
 
 
 def _check_option(value, allowed, name: str):
@@ -250,17 +257,163 @@ def _percentile_ci(dist: np.ndarray, ci: float, axis: int = 0):
 
 
 def _weighted_r(W: np.ndarray, A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Pearson r per column for each row of resampling counts W (n_boot, n) -> (n_boot, t)."""
+    """Pearson r per column for each row of resampling counts W (n_boot, n) -> (n_boot, t).
+
+    Row ``b`` of the result is the Pearson r of the rows of ``A`` and ``B`` repeated
+    ``W[b]`` times (a bootstrap resample given as counts), from weighted moments: three
+    matrix products per array instead of one resampled copy per draw. Centre ``A`` and
+    ``B`` first (on all rows) to keep the moment sums accurate.
+    """
     n = W.sum(1, keepdims=True)
     ma, mb = W @ A / n, W @ B / n
+    saa, sbb = W @ (A * A) / n, W @ (B * B) / n
     cov = W @ (A * B) / n - ma * mb
-    va = W @ (A * A) / n - ma**2
-    vb = W @ (B * B) / n - mb**2
+    va = saa - ma**2
+    vb = sbb - mb**2
     denom = np.sqrt(np.maximum(va, 0) * np.maximum(vb, 0))
-    scale = np.sqrt((W @ (A * A) / n) * (W @ (B * B) / n))
+    scale = np.sqrt(saa * sbb)
     with np.errstate(invalid="ignore", divide="ignore"):
         # a resample with (numerically) no variance has no correlation
         return np.where(denom > 1e-12 * scale, cov / denom, np.nan)
+
+
+def counts_from_indices(index: np.ndarray, n: int) -> np.ndarray:
+    """Resampling counts of row indices drawn with replacement.
+
+    Parameters
+    ----------
+    index : ndarray of int, shape (n_draws, n_rows)
+        Row ``b``: the rows (in ``range(n)``) of draw ``b``, repeats allowed.
+    n : int
+
+    Returns
+    -------
+    counts : ndarray of float64, shape (n_draws, n)
+        How many times each row is in each draw; ``A[index[b]]`` and ``A`` weighted by
+        ``counts[b]`` have the same moments.
+    """
+    index = np.asarray(index, dtype=np.intp)
+    n_draws = index.shape[0]
+    flat = (np.arange(n_draws)[:, None] * n + index).ravel()
+    return np.bincount(flat, minlength=n_draws * n).reshape(n_draws, n).astype(np.float64)
+
+
+def permuted_column_dots(A: np.ndarray, B: np.ndarray, perms: np.ndarray, *,
+                         max_elements: int = NULL_BLOCK_ELEMENTS
+                         ) -> Iterator[tuple[slice, np.ndarray]]:
+    """``sum_i A[i, j] * B[perms[k, i], j]`` for every permutation ``k`` and column ``j``.
+
+    With column-normalised ``A`` (predictions) and ``B`` (responses), this is the
+    Pearson r of every column under every permutation of the responses' rows (a
+    permutation keeps a column's mean and norm), all permutations at once. Columns come
+    in blocks of at most ``max_elements / n_perm`` columns, so memory stays bounded.
+
+    Two ways to the same sums: with no more rows than permutations, each column block
+    forms the products of every pair of rows ``A[i, j] * B[m, j]`` once (``n**2`` rows,
+    kept small enough to stay in cache) and every permutation adds up ``n`` of them, as
+    one sparse matrix product; otherwise the rows of ``B`` are gathered per permutation.
+
+    Parameters
+    ----------
+    A, B : ndarray, shape (n, n_columns)
+    perms : ndarray of int, shape (n_perm, n)
+        Each row a permutation of ``range(n)``.
+    max_elements : int
+        Bound on the entries of one block of the result (and of the gathered rows).
+
+    Yields
+    ------
+    cols : slice
+        Columns of the block.
+    dots : ndarray, shape (n_perm, cols.stop - cols.start)
+    """
+    A = np.asarray(A, dtype=np.float64)
+    B = np.asarray(B, dtype=np.float64)
+    n, t = A.shape
+    perms = np.asarray(perms, dtype=np.intp).reshape(-1, n)
+    n_perm = perms.shape[0]
+    pair_cols = _PAIR_PRODUCT_BYTES // (8 * n * n)
+    if 0 < n <= n_perm and pair_cols >= 16:
+        width = int(max(1, min(t, pair_cols, max_elements // n_perm)))
+        pick = sparse.csr_matrix(
+            (np.ones(n_perm * n), (np.arange(n) * n + perms).ravel(),
+             np.arange(0, n_perm * n + 1, n)), shape=(n_perm, n * n))
+        for start in range(0, t, width):
+            cols = slice(start, min(start + width, t))
+            pairs = (A[:, None, cols] * B[None, :, cols]).reshape(n * n, -1)
+            yield cols, np.asarray(pick @ pairs)
+        return
+    width = int(max(1, min(t, 64, max_elements // max(n_perm, n, 1))))
+    step = max(1, max_elements // max(n * width, 1))
+    for start in range(0, t, width):
+        cols = slice(start, min(start + width, t))
+        a, b = A[:, cols], B[:, cols]
+        out = np.empty((n_perm, cols.stop - cols.start))
+        for s in range(0, n_perm, step):
+            out[s:s + step] = np.einsum("kij,ij->kj", b[perms[s:s + step]], a)
+        yield cols, out
+
+
+class PairPermutations:
+    """Stimulus permutations as permuted pairs, for weighted sums over square matrices.
+
+    For every permutation ``p = perms[k]`` and every pair ``i < j`` (condensed,
+    row-major order as :func:`scipy.spatial.distance.squareform`), :meth:`sums` gives
+    ``sum_(i<j) S[p_i, p_j] * weights[(i, j)]``: the comparison of fixed RDMs (or Gram
+    matrices) with one whose stimuli are permuted, all permutations at once. The flat
+    indices of the permuted pairs are the same for every matrix and every call (every
+    layer of a subject), so they are formed once and kept when they take at most
+    ``cache_bytes``; otherwise they are formed again, block by block, at each call.
+
+    Parameters
+    ----------
+    perms : ndarray of int, shape (n_perm, n)
+    max_elements : int
+        Pairs gathered at once (permutations x pairs).
+    cache_bytes : int
+        Largest size of the kept pair indices.
+    """
+
+    def __init__(self, perms: np.ndarray, *, max_elements: int = NULL_BLOCK_ELEMENTS,
+                 cache_bytes: int = 2**25):
+        perms = np.asarray(perms)
+        self.n = perms.shape[1] if perms.ndim == 2 else 0
+        self.perms = perms.astype(np.intp).reshape(-1, self.n)
+        self._iu = np.triu_indices(self.n, 1)
+        n_pairs = len(self._iu[0])
+        self._dtype = np.int32 if self.n * self.n < 2**31 else np.intp
+        self._step = max(1, max_elements // max(n_pairs, 1))
+        size = self.perms.shape[0] * n_pairs * np.dtype(self._dtype).itemsize
+        self._cache = list(self._index_blocks()) if size <= cache_bytes else None
+
+    def _index_blocks(self) -> Iterator[tuple[slice, np.ndarray]]:
+        iu0, iu1 = self._iu
+        for s in range(0, self.perms.shape[0], self._step):
+            p = self.perms[s:s + self._step]
+            idx = p[:, iu0] * self.n + p[:, iu1]
+            yield slice(s, s + len(p)), idx.astype(self._dtype, copy=False)
+
+    def sums(self, squares: Sequence[np.ndarray], weights: Sequence[np.ndarray]
+             ) -> list[np.ndarray]:
+        """Weighted sums of the permuted off-diagonal entries of every square matrix.
+
+        Parameters
+        ----------
+        squares : sequence of ndarray, each shape (n, n)
+        weights : sequence of ndarray, each shape (n * (n - 1) / 2, n_columns)
+            One per square matrix, pairs in condensed order.
+
+        Returns
+        -------
+        sums : list of ndarray, each shape (n_perm, n_columns)
+        """
+        flat = [np.ascontiguousarray(S, dtype=np.float64).ravel() for S in squares]
+        weights = [np.asarray(W, dtype=np.float64) for W in weights]
+        out = [np.empty((self.perms.shape[0], W.shape[1])) for W in weights]
+        for rows, idx in (self._cache if self._cache is not None else self._index_blocks()):
+            for f, W, o in zip(flat, weights, out):
+                o[rows] = np.take(f, idx) @ W
+        return out
 
 
 def _stat_fn(stat):
