@@ -38,7 +38,14 @@ from .._logging import logger, progress
 from ..io.readers import RecordingError
 from ..io.store import atomic_path, provenance, read_responses, write_arrays
 from ..splits import leakage_free_groups, outer_folds
-from .ridge import GroupRidgeCV, pearson_r
+from .ridge import GroupRidgeCV, pearson_r, solve_ridge_cv_closed_form
+from .stats import (
+    NULL_BLOCK_ELEMENTS,
+    PairPermutations,
+    _weighted_r,
+    counts_from_indices,
+    permuted_column_dots,
+)
 
 SUMMARY_COLUMNS = ["subject", "modality", "view", "region", "model", "control", "layer",
                    "metric", "score", "n_targets", "ci_low", "ci_high", "p", "q", "n_clipped"]
@@ -123,8 +130,13 @@ def fit_layer(features: np.ndarray, Y, folds, groups: np.ndarray,
         pred[test] = p
         r_folds.append(pearson_r(p, Yf[test]))
         if selection == "loo":
-            loo = GroupRidgeCV(alphas=alphas, cv="loo").fit(features[train], Yf[train])
-            inner.append(np.max(loo.cv_scores_, axis=0))
+            # the closed-form leave-one-out errors that GroupRidgeCV(cv="loo") computes,
+            # without its refit: only the scores are kept
+            Xtr = np.asarray(features[train])
+            sse, sst = solve_ridge_cv_closed_form(Xtr, Yf[train].astype(Xtr.dtype, copy=False),
+                                                  alphas, method="loo")
+            with np.errstate(divide="ignore", invalid="ignore"):
+                inner.append(np.max(1.0 - sse / np.maximum(sst, np.finfo(float).tiny), axis=0))
         else:
             inner.append(np.max(model.cv_scores_, axis=0))
     return LayerFit(pred, np.stack(r_folds), np.stack(inner))
@@ -135,16 +147,6 @@ def _zscore_cols(a: np.ndarray) -> np.ndarray:
     norm = np.sqrt((a**2).sum(0))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(norm > 0, a / norm, np.nan)
-
-
-def _fold_r_perm(zp: list[np.ndarray], zy: list[np.ndarray], idx: list[np.ndarray]
-                 ) -> np.ndarray:
-    """Pearson r of every fold with the fold's test responses permuted, (n_folds, n_targets).
-
-    ``zp`` and ``zy`` are column-normalised (:func:`_zscore_cols`) test predictions and
-    responses; a permutation keeps a column's mean and norm, so no re-normalisation.
-    """
-    return np.stack([np.einsum("ij,ij->j", p, y[i]) for p, y, i in zip(zp, zy, idx)])
 
 
 def aggregate_fold_pvalues(p_folds: np.ndarray) -> np.ndarray:
@@ -170,26 +172,6 @@ def aggregate_fold_pvalues(p_folds: np.ndarray) -> np.ndarray:
     return np.minimum(1.0, 2.0 * med)
 
 
-def _fold_r_boot(pred: list[np.ndarray], y: list[np.ndarray], idx: list[np.ndarray]
-                 ) -> np.ndarray:
-    """Mean over folds of Pearson r on (prediction, response) pairs resampled per fold."""
-    total = 0.0
-    for p, t, i in zip(pred, y, idx):
-        total = total + np.einsum("ij,ij->j", _zscore_cols(p[i]), _zscore_cols(t[i]))
-    return total / len(pred)
-
-
-def _resampling_indices(folds, rng: np.random.Generator, kind: str):
-    """One permutation or bootstrap draw of the test rows of every fold (local indices)."""
-    out = []
-    for _, test in folds:
-        if kind == "perm":
-            out.append(rng.permutation(len(test)))
-        else:
-            out.append(rng.integers(0, len(test), len(test)))
-    return out
-
-
 def _region_masks(regions: np.ndarray) -> dict[str, np.ndarray]:
     regions = np.asarray(regions).astype(str)
     masks = {"all": np.ones(len(regions), bool)}
@@ -198,24 +180,213 @@ def _region_masks(regions: np.ndarray) -> dict[str, np.ndarray]:
     return masks
 
 
+class _RegionMeans:
+    """Means over each region's targets of many draws at once (NaN targets left out).
+
+    ``masks`` is turned into a (n_targets, n_regions) membership matrix, so that the
+    region means of a block of draws, shape (n_draws, n_targets), are two matrix
+    products; :meth:`sums` also works on a block of columns, for nulls computed
+    column block by column block.
+    """
+
+    def __init__(self, masks: dict[str, np.ndarray]):
+        self.keys = list(masks)
+        self.matrix = np.stack([np.asarray(masks[k], dtype=np.float64) for k in self.keys],
+                               axis=1)
+
+    def sums(self, x: np.ndarray, cols: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+        """Sum and count of the finite values of ``x`` (n_draws, block) per region."""
+        finite = np.isfinite(x)
+        member = self.matrix[cols]
+        return np.where(finite, x, 0.0) @ member, finite @ member
+
+    @staticmethod
+    def ratio(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(counts > 0, sums / np.where(counts > 0, counts, 1), np.nan)
+
+    def means(self, x: np.ndarray) -> np.ndarray:
+        """Region means of ``x`` (n_draws, n_targets) -> (n_draws, n_regions)."""
+        return self.ratio(*self.sums(x))
+
+
+def _fold_null_counts(blocks, r_obs: np.ndarray, regions: _RegionMeans, n_perm: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How often one fold's null reaches its observed r, per target and per region.
+
+    Parameters
+    ----------
+    blocks : iterable of (slice, ndarray (n_perm, block))
+        The fold's null r, column block by column block (e.g.
+        :func:`~.stats.permuted_column_dots`).
+    r_obs : ndarray, shape (n_targets,)
+        The fold's held-out r.
+    regions : _RegionMeans
+        A region's null is the mean of its targets' null r in each draw.
+    n_perm : int
+
+    Returns
+    -------
+    exceed, valid : ndarray, shape (n_targets,)
+        Draws at or above ``r_obs``, and finite draws, of every target.
+    region_exceed : ndarray, shape (n_regions,)
+        Draws whose region mean is at or above the observed region mean.
+    """
+    exceed = np.zeros(len(r_obs))
+    valid = np.zeros(len(r_obs))
+    sums = np.zeros((n_perm, len(regions.keys)))
+    counts = np.zeros((n_perm, len(regions.keys)))
+    for cols, null in blocks:
+        with np.errstate(invalid="ignore"):
+            exceed[cols] = np.sum(null >= r_obs[cols], axis=0)
+        valid[cols] = np.sum(np.isfinite(null), axis=0)
+        s, c = regions.sums(null, cols)
+        sums += s
+        counts += c
+    observed = regions.means(r_obs[None])[0]
+    with np.errstate(invalid="ignore"):
+        region_exceed = np.sum(regions.ratio(sums, counts) >= observed, axis=0)
+    return exceed, valid, region_exceed
+
+
+def _fold_pvalues(r_folds: np.ndarray, exceed: np.ndarray, valid: np.ndarray,
+                 region_exceed: np.ndarray, n_perm: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact per-fold permutation p-values, aggregated over folds.
+
+    Parameters
+    ----------
+    r_folds, exceed, valid : ndarray, shape (n_folds, n_targets)
+    region_exceed : ndarray, shape (n_folds, n_regions)
+        From :func:`_fold_null_counts`, one row per fold.
+
+    Returns
+    -------
+    p : ndarray, shape (n_targets,)
+    region_p : ndarray, shape (n_regions,)
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p_folds = np.where(np.isfinite(r_folds), (1 + exceed) / (1 + valid), np.nan)
+    return (aggregate_fold_pvalues(p_folds),
+            aggregate_fold_pvalues((1 + region_exceed) / (1 + n_perm)))
+
+
+def _boot_region_r(folds_data, regions: _RegionMeans) -> np.ndarray:
+    """Region means of the fold-averaged Pearson r of every bootstrap draw.
+
+    Parameters
+    ----------
+    folds_data : list of (A, B, W)
+        Per outer fold: predictions and responses of the test rows, both centred,
+        shape (n_test, n_targets), and the bootstrap counts of the test rows, shape
+        (n_boot, n_test) (the same draws for every fold's row of the result).
+    regions : _RegionMeans
+
+    Returns
+    -------
+    boot : ndarray, shape (n_boot, n_regions)
+        For each draw: each target's r on the resampled rows of every fold (weighted
+        moments, :func:`~.stats._weighted_r`), averaged over folds (NaN if one fold's is),
+        then over the region's finite targets. Draws are processed in blocks of
+        :data:`~.stats.NULL_BLOCK_ELEMENTS` entries.
+    """
+    n_boot = folds_data[0][2].shape[0]
+    n_targets = folds_data[0][0].shape[1]
+    out = np.empty((n_boot, len(regions.keys)))
+    step = max(1, NULL_BLOCK_ELEMENTS // max(n_targets, 1))
+    for start in range(0, n_boot, step):
+        draws = slice(start, min(start + step, n_boot))
+        total = 0.0
+        for A, B, W in folds_data:
+            total = total + _weighted_r(W[draws], A, B)
+        out[draws] = regions.means(total / len(folds_data))
+    return out
+
+
+@dataclass
+class _StimulusDraws:
+    """The resamples of one subject's stimuli, shared by every layer and control.
+
+    Drawn from one generator in a fixed order (every permutation of every fold's test
+    rows, then every bootstrap draw of them, then every permutation of all stimuli), so
+    a seed always gives the same resamples.
+
+    Attributes
+    ----------
+    perms : list of ndarray of int, each shape (n_perm, n_test)
+        Permutations of each outer fold's test rows (local indices).
+    boots : list of ndarray, each shape (n_boot, n_test)
+        Bootstrap counts of each fold's test rows (:func:`~.stats.counts_from_indices`).
+    stim_perms : PairPermutations
+        Permutations of all stimuli (RSA and CKA nulls), shape (n_perm, n_stim).
+    zy : list of ndarray, each shape (n_test, n_targets)
+        Column-normalised test responses of each fold.
+    yc : list of ndarray, each shape (n_test, n_targets)
+        Centred test responses of each fold.
+    """
+
+    perms: list[np.ndarray]
+    boots: list[np.ndarray]
+    stim_perms: PairPermutations
+    zy: list[np.ndarray]
+    yc: list[np.ndarray]
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, folds, Y: np.ndarray, n_perm: int, n_boot: int
+             ) -> _StimulusDraws:
+        sizes = [len(test) for _, test in folds]
+        perms = [np.empty((n_perm, m), dtype=np.intp) for m in sizes]
+        for k in range(n_perm):
+            for f, m in enumerate(sizes):
+                perms[f][k] = rng.permutation(m)
+        index = [np.empty((n_boot, m), dtype=np.intp) for m in sizes]
+        for k in range(n_boot):
+            for f, m in enumerate(sizes):
+                index[f][k] = rng.integers(0, m, m)
+        n_stim = len(Y)
+        stim_perms = np.empty((n_perm, n_stim), dtype=np.intp)
+        for k in range(n_perm):
+            stim_perms[k] = rng.permutation(n_stim)
+        return cls(perms, [counts_from_indices(i, m) for i, m in zip(index, sizes)],
+                   PairPermutations(stim_perms), [_zscore_cols(Y[test]) for _, test in folds],
+                   [Y[test] - Y[test].mean(0) for _, test in folds])
+
+
+def _encoding_statistics(fit: LayerFit, folds, draws: _StimulusDraws, regions: _RegionMeans
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Permutation p-values and bootstrap draws of one layer's held-out r.
+
+    Test responses are permuted across the stimuli of each fold (exact within the
+    fold), p-values are aggregated over folds (:func:`aggregate_fold_pvalues`); the
+    bootstrap resamples the test stimuli of every fold. All draws of a fold at once.
+
+    Returns
+    -------
+    p : ndarray, shape (n_targets,)
+    region_p : ndarray, shape (n_regions,)
+    region_boot : ndarray, shape (n_boot, n_regions)
+    """
+    n_perm = draws.perms[0].shape[0]
+    counts = []
+    boot_data = []
+    for f, (_, test) in enumerate(folds):
+        pred = fit.pred[test].astype(np.float64)
+        blocks = permuted_column_dots(_zscore_cols(pred), draws.zy[f], draws.perms[f])
+        counts.append(_fold_null_counts(blocks, fit.r_folds[f], regions, n_perm))
+        boot_data.append((pred - pred.mean(0), draws.yc[f], draws.boots[f]))
+    exceed, valid, region_exceed = (np.stack(c) for c in zip(*counts))
+    p, region_p = _fold_pvalues(fit.r_folds, exceed, valid, region_exceed, n_perm)
+    return p, region_p, _boot_region_r(boot_data, regions)
+
+
 def _rank_condensed(rdm: np.ndarray) -> np.ndarray:
     from scipy.stats import rankdata
 
     return rankdata(rdm)
 
 
-def _rsa_null(brain_rdm: np.ndarray, layer_ranks: np.ndarray, n: int, perms) -> np.ndarray:
-    """Spearman RSA under stimulus permutations of the layer RDM (ranks re-indexed)."""
-    from scipy.spatial.distance import squareform
-
-    b = _zscore_cols(_rank_condensed(brain_rdm)[:, None])[:, 0]
-    square = squareform(layer_ranks)
-    iu = np.triu_indices(n, 1)
-    out = np.empty(len(perms))
-    for k, p in enumerate(perms):
-        v = square[np.ix_(p, p)][iu]
-        out[k] = b @ _zscore_cols(v[:, None])[:, 0]
-    return out
+def _zscored_ranks(rdm: np.ndarray) -> np.ndarray:
+    """Ranks of a condensed RDM, centred and scaled to unit norm (Spearman as a dot)."""
+    return _zscore_cols(_rank_condensed(rdm)[:, None])[:, 0]
 
 
 def _centred_gram(X: np.ndarray) -> np.ndarray:
@@ -223,10 +394,90 @@ def _centred_gram(X: np.ndarray) -> np.ndarray:
     return Xc @ Xc.T
 
 
-def _cka_null(K: np.ndarray, L: np.ndarray, perms) -> np.ndarray:
-    """Biased linear CKA with the rows of the first representation permuted."""
-    normk, norml = np.sqrt((K * K).sum()), np.sqrt((L * L).sum())
-    return np.array([(K[np.ix_(p, p)] * L).sum() / (normk * norml) for p in perms])
+class _ModelFreeScores:
+    """RSA and CKA of every region against one layer, with stimulus-permutation nulls.
+
+    The brain side (ranked RDMs, centred Gram matrices) is computed once per subject;
+    for each layer, the null of every region and metric comes from one batched gather
+    of the layer's permuted RDMs and Gram matrix (:class:`~.stats.PairPermutations`).
+
+    - ``rsa``: Spearman correlation of the brain and layer RDMs, that is the dot product
+      of their z-scored ranks; null: the layer's stimuli permuted (a permutation of the
+      stimuli permutes the pairs, so the z-scored ranks are only re-indexed).
+    - ``rsa_crossnobis``: the same with the crossnobis brain RDM (stimuli in its order).
+    - ``cka``: biased linear CKA, ``<K, L> / (||K|| ||L||)`` with centred Gram matrices
+      ``K`` (layer) and ``L`` (region); null: the rows and columns of ``K`` permuted.
+    - ``cka_debiased``: debiased linear CKA, no p-value.
+    """
+
+    def __init__(self, Y: np.ndarray, masks: dict[str, np.ndarray], crossnobis: dict,
+                 cn_rows: np.ndarray, distance: str):
+        from .rsa import compute_rdm
+
+        self.masks, self.cn_rows, self.distance = masks, cn_rows, distance
+        n = len(Y)
+        self.rsa_keys = [key for key, cols in masks.items() if cols.sum() >= 2]
+        self.cn_keys = list(crossnobis)
+        self.brain = self._stack([_zscored_ranks(compute_rdm(Y[:, masks[k]], metric=distance))
+                                  for k in self.rsa_keys], n)
+        self.brain_cn = self._stack([_zscored_ranks(crossnobis[k]) for k in self.cn_keys], n)
+        iu = np.triu_indices(n, 1)
+        self.grams, pairs, diag = [], [], []
+        for cols in masks.values():
+            L = _centred_gram(Y[:, cols])
+            norm = np.sqrt((L * L).sum())
+            self.grams.append(L)
+            pairs.append(2.0 * L[iu] / norm)  # both triangles of <K, L>
+            diag.append(np.diagonal(L) / norm)
+        self.gram_pairs, self.gram_diag = np.stack(pairs, 1), np.stack(diag, 1)
+
+    @staticmethod
+    def _stack(columns: list[np.ndarray], n: int) -> np.ndarray:
+        return np.stack(columns, 1) if columns else np.empty((n * (n - 1) // 2, 0))
+
+    def layer(self, X: np.ndarray, stim_perms: PairPermutations
+              ) -> dict[str, list[tuple[str, float, float]]]:
+        """Scores of one layer's features ``X`` (n_stim, dim) in every region.
+
+        Returns
+        -------
+        scores : dict of str to list of (metric, score, p)
+            Per region, in the order ``rsa`` (regions of >= 2 targets),
+            ``rsa_crossnobis`` (when crossnobis RDMs exist), ``cka``, ``cka_debiased``.
+        """
+        from scipy.spatial.distance import squareform
+
+        from .cka import linear_cka_gram
+        from .rsa import compute_rdm
+
+        zl = _zscored_ranks(compute_rdm(X, metric=self.distance))
+        squares, weights = [squareform(zl, checks=False)], [self.brain]
+        if self.cn_keys:  # the layer RDM in the crossnobis RDMs' stimulus order
+            zl_cn = _zscored_ranks(compute_rdm(X[self.cn_rows], metric=self.distance))
+            squares.append(squareform(zl_cn, checks=False))
+            weights.append(self.brain_cn)
+        K = _centred_gram(X)
+        norm_k = np.sqrt((K * K).sum())
+        squares.append(K)
+        weights.append(self.gram_pairs / norm_k)
+        nulls = stim_perms.sums(squares, weights)
+        cka_null = nulls[-1] + np.diagonal(K)[stim_perms.perms] @ (self.gram_diag / norm_k)
+        rsa = dict(zip(self.rsa_keys, zip(zl @ self.brain, nulls[0].T)))
+        cn = dict(zip(self.cn_keys, zip(zl_cn @ self.brain_cn, nulls[1].T))
+                  if self.cn_keys else {})
+        out = {}
+        for i, (key, cols) in enumerate(self.masks.items()):
+            scores = []
+            for metric, table in (("rsa", rsa), ("rsa_crossnobis", cn)):
+                if key in table:
+                    obs, null = table[key]
+                    scores.append((metric, float(obs), _pvalue(float(obs), null)))
+            cka = linear_cka_gram(K, self.grams[i])
+            scores.append(("cka", cka, _pvalue(cka, cka_null[:, i])))
+            scores.append(("cka_debiased", linear_cka_gram(K, self.grams[i], debiased=True),
+                           np.nan))
+            out[key] = scores
+        return out
 
 
 def _pvalue(observed: float, null: np.ndarray) -> float:
@@ -288,23 +539,24 @@ class RegionCurves:
         self._shape = (n_layers, n_boot, n_folds)
         self.score, self.boot, self.held, self.inner = {}, {}, {}, {}
 
-    def record(self, control: str, layer: int, fit: LayerFit, boot_r: np.ndarray,
+    def record(self, control: str, layer: int, fit: LayerFit, region_boot: np.ndarray,
                level: float) -> dict[str, tuple[float, tuple[float, float]]]:
         """Store one layer of one control; return each region's score and interval.
 
-        ``boot_r`` has shape (n_boot, n_targets): r of every target in every draw.
+        ``region_boot`` has shape (n_boot, n_regions), regions in the order of ``masks``:
+        the region's mean r in every bootstrap draw (:func:`_boot_region_r`).
         """
         n_layers, n_boot, n_folds = self._shape
         r = np.nanmean(fit.r_folds, axis=0)
         out = {}
-        for key, cols in self.masks.items():
+        for i, (key, cols) in enumerate(self.masks.items()):
             if (control, key) not in self.score:
                 self.score[(control, key)] = np.empty(n_layers)
                 self.boot[(control, key)] = np.empty((n_layers, n_boot))
                 self.held[(control, key)] = np.empty((n_layers, n_folds))
                 self.inner[(control, key)] = np.empty((n_layers, n_folds))
             self.score[(control, key)][layer] = float(np.nanmean(r[cols]))
-            self.boot[(control, key)][layer] = np.nanmean(boot_r[:, cols], axis=1)
+            self.boot[(control, key)][layer] = region_boot[:, i]
             self.held[(control, key)][layer] = np.nanmean(fit.r_folds[:, cols], axis=1)
             self.inner[(control, key)][layer] = np.nanmean(fit.inner[:, cols], axis=1)
             out[key] = (self.score[(control, key)][layer],
@@ -430,8 +682,6 @@ def score_responses(Y, stim_id, group, regions, features: dict[str, np.ndarray],
         repeats).
     """
     from .ceilings import normalise_by_ceiling
-    from .cka import linear_cka
-    from .rsa import compute_rdm
     from .stats import fdr_bh
 
     Y = np.asarray(Y, dtype=np.float64)
@@ -450,22 +700,13 @@ def score_responses(Y, stim_id, group, regions, features: dict[str, np.ndarray],
     Y, stims, group, _ = average_repeats(Y, stim_id, group)
     groups = leakage_free_groups(stims, group)
     folds = outer_folds(groups)
-    n_stim = len(stims)
     rowmap = {s: i for i, s in enumerate(stims)}
     cn_rows = np.array([rowmap[s] for s in cn_order], dtype=int)
 
     rng = np.random.default_rng(seed)
-    perms = [_resampling_indices(folds, rng, "perm") for _ in range(n_perm)]
-    boots = [_resampling_indices(folds, rng, "boot") for _ in range(n_boot)]
-    stim_perms = [rng.permutation(n_stim) for _ in range(n_perm)]
-    zy = [_zscore_cols(Y[test]) for _, test in folds]
-    ytest = [Y[test] for _, test in folds]
-
-    brain_rdms, brain_grams = {}, {}
-    for region, cols in masks.items():
-        if cols.sum() >= 2:
-            brain_rdms[region] = compute_rdm(Y[:, cols], metric=distance)
-        brain_grams[region] = _centred_gram(Y[:, cols])
+    draws = _StimulusDraws.draw(rng, folds, Y, n_perm, n_boot)
+    region_means = _RegionMeans(masks)
+    model_free = _ModelFreeScores(Y, masks, crossnobis, cn_rows, distance)
 
     rows: list[dict] = []
     per_target: dict[str, np.ndarray] = {"ceiling": ceiling.astype(np.float32)}
@@ -479,41 +720,18 @@ def score_responses(Y, stim_id, group, regions, features: dict[str, np.ndarray],
             X = F[layer][rows_idx].astype(np.float64)
             fit = fit_layer(X, Y, folds, groups, alphas, params["n_inner_splits"],
                             params.get("layer_selection", "loo"))
-            zp = [_zscore_cols(fit.pred[test].astype(np.float64)) for _, test in folds]
             r = np.nanmean(fit.r_folds, axis=0)
             r_all[layer] = r
-            # Exact within-fold permutation p-values, aggregated over folds.
-            n_folds = len(folds)
-            exceed = np.zeros((n_folds, Y.shape[1]))
-            valid = np.zeros((n_folds, Y.shape[1]))
-            region_obs = {key: np.nanmean(fit.r_folds[:, cols], axis=1)
-                          for key, cols in masks.items()}
-            region_exceed = {key: np.zeros(n_folds) for key in masks}
-            for idx in perms:
-                r_null = _fold_r_perm(zp, zy, idx)  # (fold, target)
-                exceed += np.where(np.isfinite(r_null), r_null >= fit.r_folds, 0)
-                valid += np.isfinite(r_null)
-                for key, cols in masks.items():
-                    region_exceed[key] += np.nanmean(r_null[:, cols], axis=1) >= region_obs[key]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                p_folds = np.where(np.isfinite(fit.r_folds), (1 + exceed) / (1 + valid), np.nan)
-            p_all[layer] = aggregate_fold_pvalues(p_folds)
-            region_p = {key: float(aggregate_fold_pvalues((1 + region_exceed[key]) / (1 + n_perm)))
-                        for key in masks}
-            ptest = [fit.pred[test].astype(np.float64) for _, test in folds]
-            with np.errstate(invalid="ignore"):
-                boot_r = np.stack([_fold_r_boot(ptest, ytest, idx) for idx in boots])
-            layer_ranks = _rank_condensed(compute_rdm(X, metric=distance))
-            if crossnobis:  # the layer RDM in the crossnobis RDMs' stimulus order
-                cn_ranks = _rank_condensed(compute_rdm(X[cn_rows], metric=distance))
-            K = _centred_gram(X)
-            region_r = curves.record(control, layer, fit, boot_r, level)
-            for key, cols in masks.items():
+            p_all[layer], region_p, region_boot = _encoding_statistics(fit, folds, draws,
+                                                                       region_means)
+            free = model_free.layer(X, draws.stim_perms)
+            region_r = curves.record(control, layer, fit, region_boot, level)
+            for i, (key, cols) in enumerate(masks.items()):
                 score, ci = region_r[key]
                 base = {"region": key, "control": control, "layer": layer,
                         "n_targets": int(cols.sum()), "n_clipped": 0}
                 rows.append({**base, "metric": "r", "score": score, "ci_low": ci[0],
-                             "ci_high": ci[1], "p": region_p[key]})
+                             "ci_high": ci[1], "p": float(region_p[i])})
                 if np.isfinite(ceiling[cols]).any():
                     normed, reliable, n_clipped = normalise_by_ceiling(
                         r[cols], ceiling[cols], min_ceiling=params["min_ceiling"])
@@ -521,27 +739,9 @@ def score_responses(Y, stim_id, group, regions, features: dict[str, np.ndarray],
                                  "score": float(np.nanmean(normed)) if reliable.any() else np.nan,
                                  "n_targets": int(reliable.sum()), "n_clipped": int(n_clipped),
                                  "ci_low": np.nan, "ci_high": np.nan, "p": np.nan})
-                if key in brain_rdms:
-                    b = brain_rdms[key]
-                    obs = float(_zscore_cols(_rank_condensed(b)[:, None])[:, 0]
-                                @ _zscore_cols(layer_ranks[:, None])[:, 0])
-                    null = _rsa_null(b, layer_ranks, n_stim, stim_perms)
-                    rows.append({**base, "metric": "rsa", "score": obs, "ci_low": np.nan,
-                                 "ci_high": np.nan, "p": _pvalue(obs, null)})
-                if key in crossnobis:
-                    b = crossnobis[key]
-                    obs = float(_zscore_cols(_rank_condensed(b)[:, None])[:, 0]
-                                @ _zscore_cols(cn_ranks[:, None])[:, 0])
-                    null = _rsa_null(b, cn_ranks, n_stim, stim_perms)
-                    rows.append({**base, "metric": "rsa_crossnobis", "score": obs,
-                                 "ci_low": np.nan, "ci_high": np.nan, "p": _pvalue(obs, null)})
-                L = brain_grams[key]
-                cka = float(linear_cka(Y[:, cols], X))
-                rows.append({**base, "metric": "cka", "score": cka, "ci_low": np.nan,
-                             "ci_high": np.nan, "p": _pvalue(cka, _cka_null(K, L, stim_perms))})
-                rows.append({**base, "metric": "cka_debiased",
-                             "score": float(linear_cka(Y[:, cols], X, debiased=True)),
-                             "ci_low": np.nan, "ci_high": np.nan, "p": np.nan})
+                for metric, value, p in free[key]:
+                    rows.append({**base, "metric": metric, "score": value, "ci_low": np.nan,
+                                 "ci_high": np.nan, "p": p})
         per_target[f"r_{control}"] = r_all.astype(np.float32)
         per_target[f"p_{control}"] = p_all.astype(np.float32)
         per_target[f"q_{control}"] = np.stack([fdr_bh(p) for p in p_all]).astype(np.float32)

@@ -46,15 +46,18 @@ from .delays import Delayer, Lagger, run_segments
 from .ridge import GroupRidgeCV, pearson_r
 from .scores import (
     RegionCurves,
+    _RegionMeans,
+    _boot_region_r,
+    _fold_null_counts,
+    _fold_pvalues,
     _region_masks,
     _zscore_cols,
     add_qvalues,
-    aggregate_fold_pvalues,
     fit_layer,
     leakage_free_groups,
     outer_folds,
 )
-from .stats import _weighted_r, fdr_bh
+from .stats import NULL_BLOCK_ELEMENTS, fdr_bh
 
 #: Modalities with a time-series design: FIR delays (fMRI) or TRF lags (EEG, sEEG).
 TIMESERIES_MODALITIES = ("fmri", "eeg", "seeg")
@@ -271,27 +274,34 @@ def reduce_features(F: np.ndarray, n_components: int | None) -> np.ndarray:
     return F @ axes.T
 
 
-def _circular_shift_r(zp: np.ndarray, zy: np.ndarray, segments: list[slice],
-                      shifts: list[np.ndarray]) -> np.ndarray:
+def _circular_shift_blocks(zp: np.ndarray, zy: np.ndarray, segments: list[slice],
+                           shifts: list[np.ndarray]):
     """Pearson r of a fold with its test responses circularly shifted within each run.
 
     ``zp`` and ``zy`` are the fold's column-normalised predictions and responses
     (:func:`~.scores._zscore_cols`); shifting within runs keeps each column's mean and
     norm, so the r of a shift is a sum of per-run circular cross-correlations, all
-    computed at once by FFT.
+    computed at once by FFT, a block of targets at a time so that memory stays bounded
+    (:data:`~.stats.NULL_BLOCK_ELEMENTS`).
 
-    Returns
-    -------
-    r_null : ndarray, shape (n_shifts, n_targets)
+    Yields
+    ------
+    cols : slice
+        Targets of the block.
+    r_null : ndarray, shape (n_shifts, cols.stop - cols.start)
         Row ``i``: run ``j`` shifted by ``shifts[j][i]`` samples for every run.
     """
-    out = np.zeros((len(shifts[0]), zp.shape[1]))
-    for seg, shift in zip(segments, shifts):
-        n = seg.stop - seg.start
-        cross = np.fft.irfft(np.conj(np.fft.rfft(zp[seg], axis=0))
-                             * np.fft.rfft(zy[seg], axis=0), n=n, axis=0)
-        out += cross[shift]
-    return out
+    n_shifts, t = len(shifts[0]), zp.shape[1]
+    width = max(1, NULL_BLOCK_ELEMENTS // max(n_shifts, len(zp), 1))
+    for start in range(0, t, width):
+        cols = slice(start, min(start + width, t))
+        out = np.zeros((n_shifts, cols.stop - cols.start))
+        for seg, shift in zip(segments, shifts):
+            n = seg.stop - seg.start
+            cross = np.fft.irfft(np.conj(np.fft.rfft(zp[seg, cols], axis=0))
+                                 * np.fft.rfft(zy[seg, cols], axis=0), n=n, axis=0)
+            out += cross[shift]
+        yield cols, out
 
 
 def _block_weights(rng: np.random.Generator, segments: list[slice], n_rows: int,
@@ -347,38 +357,31 @@ class _FoldDraws:
         return cls(segments, shifts, weights, _zscore_cols(Y_test))
 
 
-def _layer_statistics(fit, folds, draws: list[_FoldDraws], masks: dict[str, np.ndarray]
-                      ) -> tuple[np.ndarray, dict[str, float], np.ndarray]:
+def _layer_statistics(fit, folds, draws: list[_FoldDraws], regions: _RegionMeans
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Circular-shift p-values and block-bootstrap r of one layer's held-out predictions.
 
     The p-values are exact within each fold and aggregated over folds with
     :func:`~.scores.aggregate_fold_pvalues`; a region's null is the mean over its
-    targets of the shifted r.
+    targets of the shifted r. All shifts and bootstrap draws of a fold at once.
 
     Returns
     -------
     p : ndarray, shape (n_targets,)
-    region_p : dict of str to float
-    boot_r : ndarray, shape (n_boot, n_targets)
-        Pearson r of every bootstrap draw, averaged over folds.
+    region_p : ndarray, shape (n_regions,)
+    region_boot : ndarray, shape (n_boot, n_regions)
+        Region mean of the Pearson r of every bootstrap draw, averaged over folds.
     """
     n_perm = len(draws[0].shifts[0])
-    p_folds = np.empty(fit.r_folds.shape)
-    region_p_folds = {key: np.empty(len(folds)) for key in masks}
-    boot_r = 0.0
+    counts, boot_data = [], []
     for f, ((_, test), d) in enumerate(zip(folds, draws)):
         zp = _zscore_cols(fit.pred[test].astype(np.float64))
-        r_null = _circular_shift_r(zp, d.zy, d.segments, d.shifts)
-        exceed = np.sum(r_null >= fit.r_folds[f], axis=0)
-        valid = np.sum(np.isfinite(r_null), axis=0)
-        p_folds[f] = np.where(np.isfinite(fit.r_folds[f]), (1 + exceed) / (1 + valid), np.nan)
-        for key, cols in masks.items():
-            null = np.nanmean(r_null[:, cols], axis=1)
-            observed = np.nanmean(fit.r_folds[f, cols])
-            region_p_folds[key][f] = (1 + np.sum(null >= observed)) / (1 + n_perm)
-        boot_r = boot_r + _weighted_r(d.weights, zp, d.zy) / len(folds)
-    region_p = {key: float(aggregate_fold_pvalues(p)) for key, p in region_p_folds.items()}
-    return aggregate_fold_pvalues(p_folds), region_p, boot_r
+        blocks = _circular_shift_blocks(zp, d.zy, d.segments, d.shifts)
+        counts.append(_fold_null_counts(blocks, fit.r_folds[f], regions, n_perm))
+        boot_data.append((zp, d.zy, d.weights))
+    exceed, valid, region_exceed = (np.stack(c) for c in zip(*counts))
+    p, region_p = _fold_pvalues(fit.r_folds, exceed, valid, region_exceed, n_perm)
+    return p, region_p, _boot_region_r(boot_data, regions)
 
 
 def onset_baseline_residuals(onsets: sparse.csr_matrix, delayer, runs: np.ndarray,
@@ -554,6 +557,7 @@ def score_timeseries(view: View, regions: np.ndarray, features: dict[str, np.nda
     draws = [_FoldDraws.draw(rng, run_segments(runs[test], len(test)), Yf[test], n_perm,
                              n_boot, min_shift, block) for (_, test), Yf in zip(folds, Y_folds)]
     masks = _region_masks(regions)
+    region_means = _RegionMeans(masks)
 
     rows: list[dict] = []
     per_target: dict[str, np.ndarray] = {
@@ -570,14 +574,15 @@ def score_timeseries(view: View, regions: np.ndarray, features: dict[str, np.nda
             fit = fit_layer(X, Y_folds, folds, groups, alphas, params["n_inner_splits"],
                             "inner_cv")
             r_all[layer] = np.nanmean(fit.r_folds, axis=0)
-            p_all[layer], region_p, boot_r = _layer_statistics(fit, folds, draws, masks)
-            region_r = curves.record(control, layer, fit, boot_r, level)
-            for key, cols in masks.items():
+            p_all[layer], region_p, region_boot = _layer_statistics(fit, folds, draws,
+                                                                    region_means)
+            region_r = curves.record(control, layer, fit, region_boot, level)
+            for i, (key, cols) in enumerate(masks.items()):
                 score, ci = region_r[key]
                 rows.append({"region": key, "control": control, "layer": layer,
                              "n_targets": int(cols.sum()), "n_clipped": 0, "metric": "r",
                              "score": score, "ci_low": ci[0], "ci_high": ci[1],
-                             "p": region_p[key]})
+                             "p": float(region_p[i])})
         per_target[f"r_{control}"] = r_all.astype(np.float32)
         per_target[f"p_{control}"] = p_all.astype(np.float32)
         per_target[f"q_{control}"] = np.stack([fdr_bh(p) for p in p_all]).astype(np.float32)
