@@ -8,7 +8,11 @@
 - ``truth.json``: for every subject and region, the model layer that drives it.
 
 Responses are linear read-outs of one layer of the study's first model (the trained
-weights), so an alignment analysis should find that layer best for that region.
+weights), so an alignment analysis should find that layer best for that region. With
+``simulate.shared_rank`` r > 0, the read-outs of every region lie in an r-dimensional
+subspace of that layer common to all subjects of the modality
+(:func:`~brainhead.simulate.signals.shared_bases`), so subjects share structure that
+pooled models can exploit; with 0, every target is an independent read-out.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ import numpy as np
 
 from .._logging import logger, progress
 from ..io.store import atomic_path
+from .signals import planted_responses, shared_bases
 from .stimuli import make_stimuli
 
-__all__ = ["simulate_study", "make_stimuli"]
+__all__ = ["simulate_study", "make_stimuli", "planted_responses", "shared_bases"]
 
 
 def _writers():
@@ -63,6 +68,11 @@ def simulate_study(study, out_dir: str | Path) -> dict:
     stimuli = make_stimuli(sim["n_stimuli"], study.seed)
     features = extract_layer_features(list(stimuli["text"]), model["path"],
                                       pooling=model["pooling"])
+    rank = sim["shared_rank"]
+    dim = features.shape[-1]
+    if rank > dim:
+        raise ValueError(f"{study.path}: key 'simulate.shared_rank': {rank} is more than the "
+                         f"{dim} features of model '{model['name']}'")
     with atomic_path(out_dir / "stimuli.tsv") as tmp:
         stimuli.to_csv(tmp, sep="\t", index=False)
 
@@ -72,7 +82,8 @@ def simulate_study(study, out_dir: str | Path) -> dict:
     make_dataset_description(path=tmp_root, name=f"brainhead simulated study {study.name}",
                              dataset_type="raw", overwrite=True, verbose="error")
     writers = _writers()
-    truth = {"study": study.name, "model": model["name"], "seed": study.seed, "subjects": {}}
+    truth = {"study": study.name, "model": model["name"], "seed": study.seed,
+             "shared_rank": rank, "subjects": {}}
     for index, spec in enumerate(progress(list(study.subjects.values()), desc="simulate")):
         if spec.source != "simulated":
             continue
@@ -81,9 +92,11 @@ def simulate_study(study, out_dir: str | Path) -> dict:
             raise ValueError(f"{study.path}: key 'simulate.planted_layers.{spec.modality}': "
                              f"no regions planted for sub-{spec.subject} ({spec.modality})")
         rng = np.random.default_rng([study.seed, index])
+        bases = shared_bases(features, planted, rank, study.seed, modality=spec.modality)
         info = writers[spec.modality](
             tmp_root, spec.subject, stimuli, features, planted, spec.simulate,
-            sim["snr"][spec.modality], sim["n_runs"], rng, sim["n_repeats"])
+            sim["snr"][spec.modality], sim["n_runs"], rng, sim["n_repeats"],
+            shared_bases=bases)
         truth["subjects"][spec.subject] = {"modality": spec.modality,
                                            "regions": dict(planted), **info}
         logger.info("simulated sub-%s (%s): %d targets", spec.subject, spec.modality,

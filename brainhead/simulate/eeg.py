@@ -51,13 +51,15 @@ def _add_region_column(tsv: Path, regions: dict[str, str]) -> None:
 
 
 def simulate_eeg_subject(bids_root, subject, stimuli, features, planted, params, snr,
-                         n_runs, rng, n_repeats=1) -> dict:
+                         n_runs, rng, n_repeats=1, shared_bases=None) -> dict:
     """Write one EEG subject on the standard 10-20 montage.
 
     Each trial is a sentence. Channels of each region carry a response at 300-500 ms
     whose amplitude is a read-out of the region's planted layer; conditions raise alpha
     (posterior) or beta (anterior) power; 1/f background, 50 Hz line noise and blinks on
-    the frontal channels are added.
+    the frontal channels are added. With ``shared_bases`` (region -> basis of shape
+    (dim, rank), see :func:`~brainhead.simulate.signals.shared_bases`) every channel
+    reads out its region's subspace shared across subjects.
     """
     import mne
 
@@ -68,7 +70,7 @@ def simulate_eeg_subject(bids_root, subject, stimuli, features, planted, params,
     pos = montage.get_positions()["ch_pos"]
     xyz = np.array([pos[n] for n in names]) * 1000.0
     regions = assign_regions(xyz[:, 1], list(planted))
-    responses = planted_responses(features, regions, planted, rng)
+    responses = planted_responses(features, regions, planted, rng, shared_bases)
     frontal = np.clip((xyz[:, 1] - 40.0) / 40.0, 0, 1)  # blink topography
 
     for run, order in enumerate(schedule(len(stimuli), n_runs, rng, n_repeats), start=1):
@@ -119,11 +121,12 @@ def _implant(n_shafts: int, per_shaft: int, rng) -> tuple[list[str], np.ndarray]
 
 
 def simulate_seeg_subject(bids_root, subject, stimuli, features, planted, params, snr,
-                          n_runs, rng, n_repeats=1) -> dict:
+                          n_runs, rng, n_repeats=1, shared_bases=None) -> dict:
     """Write one sEEG subject with its own implant (contacts and MNI coordinates).
 
     Each contact's high-gamma (70-150 Hz) amplitude after a sentence is a read-out of
     the planted layer of the contact's region, on top of 1/f background and line noise.
+    ``shared_bases`` as in :func:`simulate_eeg_subject`.
     """
     import mne
 
@@ -131,7 +134,7 @@ def simulate_seeg_subject(bids_root, subject, stimuli, features, planted, params
     names, xyz = _implant(params["n_shafts"], params["contacts_per_shaft"], rng)
     n_ch = len(names)
     regions = assign_regions(xyz[:, 1], list(planted))
-    responses = planted_responses(features, regions, planted, rng)
+    responses = planted_responses(features, regions, planted, rng, shared_bases)
     montage = mne.channels.make_dig_montage(dict(zip(names, xyz / 1000.0)),
                                             coord_frame="mni_tal")
     win = np.hanning(int(0.6 * sfreq))

@@ -40,11 +40,14 @@ def simulate_fmri_subject(
     n_runs: int,
     rng: np.random.Generator,
     n_repeats: int = 1,
+    shared_bases: dict[str, np.ndarray] | None = None,
 ) -> dict:
     """Write one fMRI subject's runs, events, mask and region labels as BIDS.
 
     Voxel responses are the HRF-convolved planted responses (one amplitude per stimulus
-    and voxel), plus a slow drift and AR(1) noise.
+    and voxel), plus a slow drift and AR(1) noise. With ``shared_bases`` (region ->
+    basis of shape (dim, rank), see :func:`~brainhead.simulate.signals.shared_bases`)
+    every voxel reads out its region's subspace shared across subjects.
 
     Returns
     -------
@@ -57,7 +60,8 @@ def simulate_fmri_subject(
     ijk = np.argwhere(mask.get_fdata() > 0)
     xyz = nib.affines.apply_affine(mask.affine, ijk)
     regions = assign_regions(xyz[:, 1], list(planted))
-    responses = planted_responses(features, regions, planted, rng)  # (n_stim, n_vox)
+    responses = planted_responses(features, regions, planted, rng,
+                                  shared_bases)  # (n_stim, n_vox)
 
     func = bids_root / f"sub-{subject}" / "func"
     func.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import operator
+
 import numpy as np
 
 
@@ -25,11 +29,84 @@ def assign_regions(y_coords: np.ndarray, regions: list[str]) -> np.ndarray:
     return np.asarray(regions)[band]
 
 
+def _name_entropy(*names: str | None) -> int:
+    """A stable 128-bit integer from names (never Python's salted ``hash``)."""
+    digest = hashlib.sha256(json.dumps(list(names)).encode()).digest()
+    return int.from_bytes(digest[:16], "little")
+
+
+def shared_bases(
+    features: np.ndarray,
+    planted: dict[str, int],
+    rank: int,
+    seed: int,
+    *,
+    modality: str | None = None,
+) -> dict[str, np.ndarray] | None:
+    """Study-level read-out subspaces, one per region, shared by every subject.
+
+    Each region gets ``rank`` orthonormal directions in the (standardised) feature space
+    of the layers, drawn uniformly (Haar) from a generator seeded by ``seed``, the
+    region's name and ``modality``, and never by the subject: every subject of a study
+    whose targets lie in that region reads out the same subspace of its planted layer
+    (see :func:`planted_responses`).
+
+    Parameters
+    ----------
+    features : ndarray, shape (n_layers, n_stimuli, dim)
+        Layer features of the stimuli; only the shape is used (``dim`` for the bases,
+        ``n_layers`` to check ``planted``).
+    planted : dict of str to int
+        Region -> layer; a basis is drawn for every region (its layer does not enter
+        the draw).
+    rank : int
+        Directions per region, ``0 <= rank <= dim``. 0 means no shared structure and
+        returns None, which :func:`planted_responses` reads as independent read-outs.
+    seed : int
+        The study seed (>= 0).
+    modality : str or None
+        Mixed into the seed: regions of the same name get different bases in different
+        modalities. None shares a region's basis across modalities.
+
+    Returns
+    -------
+    bases : dict of str to ndarray, shape (dim, rank), or None
+        Region -> basis with orthonormal columns; None when ``rank`` is 0.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> features = rng.standard_normal((3, 100, 16))  # (n_layers, n_stimuli, dim)
+    >>> planted = {"posterior": 1, "anterior": 2}
+    >>> bases = shared_bases(features, planted, rank=4, seed=42, modality="eeg")
+    >>> bases["posterior"].shape
+    (16, 4)
+    >>> regions = np.array(["posterior"] * 5 + ["anterior"] * 5)
+    >>> planted_responses(features, regions, planted, rng, shared_bases=bases).shape
+    (100, 10)
+    """
+    n_layers, _, dim = np.shape(features)
+    rank = operator.index(rank)
+    if not 0 <= rank <= dim:
+        raise ValueError(f"shared rank {rank} must be between 0 and the feature "
+                         f"dimension {dim}")
+    _check_layers(planted, n_layers)
+    if rank == 0:
+        return None
+    bases = {}
+    for region in planted:
+        rng = np.random.default_rng([seed, _name_entropy(modality, region)])
+        q, r = np.linalg.qr(rng.standard_normal((dim, rank)))
+        bases[region] = q * np.where(np.diag(r) < 0, -1.0, 1.0)  # Haar, not QR's signs
+    return bases
+
+
 def planted_responses(
     features: np.ndarray,
     target_regions: np.ndarray,
     planted: dict[str, int],
     rng: np.random.Generator,
+    shared_bases: dict[str, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Per-stimulus responses driven by the planted layer of each target's region.
 
@@ -41,25 +118,54 @@ def planted_responses(
     planted : dict of str to int
         Region -> layer.
     rng : numpy.random.Generator
+        The subject's generator: it draws the read-out weights (or mixing coefficients).
+    shared_bases : dict of str to ndarray, shape (dim, rank), optional
+        Region -> orthonormal basis shared across subjects (:func:`shared_bases`). Each
+        target then reads out its region's subspace: weights ``basis @ c`` with ``c``
+        of shape (rank,) drawn for that target, so the responses of all subjects in a
+        region span the same ``rank`` directions of the layer. None (default): every
+        target is an independent random read-out of the whole layer.
 
     Returns
     -------
     responses : ndarray, shape (n_stimuli, n_targets)
-        Each column a random linear read-out of its region's layer, standardised to
-        zero mean and unit variance across stimuli.
+        Each column a random linear read-out of its region's standardised layer
+        features, standardised to zero mean and unit variance across stimuli; targets
+        outside the planted regions are 0.
     """
     n_layers, n_stim, dim = features.shape
+    _check_layers(planted, n_layers)
     out = np.zeros((n_stim, len(target_regions)))
+    for region, layer in planted.items():
+        cols = np.flatnonzero(target_regions == region)
+        if cols.size == 0:
+            continue
+        if shared_bases is None:
+            weights = rng.standard_normal((dim, cols.size)) / np.sqrt(dim)
+        else:
+            basis = _region_basis(shared_bases, region, dim)
+            weights = basis @ (rng.standard_normal((basis.shape[1], cols.size))
+                               / np.sqrt(basis.shape[1]))
+        out[:, cols] = zscore(zscore(features[layer]) @ weights)
+    return out
+
+
+def _check_layers(planted: dict[str, int], n_layers: int) -> None:
     for region, layer in planted.items():
         if not 0 <= layer < n_layers:
             raise ValueError(f"planted layer {layer} of region {region!r} is outside the "
                              f"model's {n_layers} layers (0..{n_layers - 1})")
-        cols = np.flatnonzero(target_regions == region)
-        if cols.size == 0:
-            continue
-        weights = rng.standard_normal((dim, cols.size)) / np.sqrt(dim)
-        out[:, cols] = zscore(zscore(features[layer]) @ weights)
-    return out
+
+
+def _region_basis(bases: dict[str, np.ndarray], region: str, dim: int) -> np.ndarray:
+    if region not in bases:
+        raise ValueError(f"no shared basis for region {region!r} "
+                         f"(bases are given for: {', '.join(map(repr, bases)) or 'none'})")
+    basis = np.asarray(bases[region], dtype=float)
+    if basis.ndim != 2 or basis.shape[0] != dim or not 1 <= basis.shape[1] <= dim:
+        raise ValueError(f"shared basis of region {region!r} must have shape (dim, rank) "
+                         f"with dim = {dim} and 1 <= rank <= dim, got {basis.shape}")
+    return basis
 
 
 def pink_noise(n_times: int, n_channels: int, rng: np.random.Generator,
