@@ -11,6 +11,7 @@ include: "workflows/rules/simulate.smk"
 include: "workflows/rules/preprocess.smk"
 include: "workflows/rules/features.smk"
 include: "workflows/rules/align.smk"
+include: "workflows/rules/train.smk"
 include: "workflows/rules/report.smk"
 
 

@@ -49,6 +49,24 @@ def _cmd_inspect(args) -> int:
     return 0
 
 
+def _cmd_train(args) -> int:
+    from .specs import SpecError, load_study
+    from .train.jobs import train_family
+
+    try:
+        study = load_study(args.study)
+    except SpecError as err:
+        print(f"{len(err.problems)} problem(s) found:", file=sys.stderr)
+        for problem in err.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    summary = train_family(args.family, study, args.modality, args.responses, args.features,
+                           args.out, threads=args.threads)
+    print(f"trained {args.family} on {len(summary['subjects'])} {args.modality} subjects "
+          f"({len(summary['runs'])} runs, {summary['seconds']:.0f} s) into {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``brainhead`` command."""
     parser = argparse.ArgumentParser(
@@ -66,6 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="print the content and provenance of an artifact")
     p.add_argument("path", help="an HDF5 artifact (responses.h5, features/*.h5, align/*.h5)")
     p.set_defaults(func=_cmd_inspect)
+    p = sub.add_parser("train", help="train one model family on one modality's subjects "
+                                     "(what the workflow's train rules run)")
+    p.add_argument("family", help="model family, e.g. voxel_xattn")
+    p.add_argument("--study", required=True, help="data_specs/<study> or its study.yaml")
+    p.add_argument("--modality", required=True, choices=["eeg", "seeg", "fmri"])
+    p.add_argument("--features", required=True, help="results/<study>/features/<model>.h5")
+    p.add_argument("--out", required=True, help="output folder of this family and modality")
+    p.add_argument("--threads", type=int, default=None, help="cap torch/BLAS threads")
+    p.add_argument("responses", nargs="+", help="responses.h5 of every subject to train on")
+    p.set_defaults(func=_cmd_train)
     return parser
 
 

@@ -90,6 +90,41 @@ lies above zero.</p>
 {% for fig in figs %}<figure><img alt="layer curves sub-{{ fig.subject }}" src="data:image/png;base64,{{ fig.png }}">
 <figcaption>sub-{{ fig.subject }} ({{ fig.view }} view)</figcaption></figure>{% endfor %}
 {% endfor %}
+{% for enc in encoders %}
+<h2>Voxel cross-attention encoder: {{ enc.modality }}</h2>
+<p class="note">One model trained jointly on the {{ enc.n_subjects }} {{ enc.modality }}
+subjects (every target owns a learned query over the layers of {{ enc.model }}), scored on
+the same outer folds as ridge{% if not enc.folds_match %} (<b>not</b> fold-matched: the
+subjects share no stimulus-grouped split, see summary.json){% endif %}. Encoder r: held-out
+Pearson r averaged over a region's targets; random: the same encoder trained on the features
+of the random-weights model. Ridge r: held-out r of ridge at its best layer (chosen on
+training folds). Profile peak: the layer with the largest mean attention weight in the
+region.{% if has_truth %} Planted: the layer that drives the region in the simulation.{% endif %}
+{{ enc.n_runs }} training runs on {{ enc.device }}, {{ "%.0f"|format(enc.seconds) }} s.</p>
+<table><tr><th>subject</th><th>region</th><th>encoder r</th><th>random-feature r</th>
+<th>ridge r (best layer)</th><th>encoder / ridge</th><th>profile peak</th><th>ridge best layer</th>
+{% if has_truth %}<th>planted</th>{% endif %}</tr>
+{% for row in enc.rows %}<tr><td>{{ row.subject }}</td><td>{{ row.region }}</td>
+<td>{{ "%.3f"|format(row.trained) }}</td><td>{{ "%.3f"|format(row.random) }}</td>
+<td>{{ row.ridge_txt }}</td><td>{{ row.ratio_txt }}</td><td>{{ row.peak }}</td><td>{{ row.ridge_layer }}</td>
+{% if has_truth %}<td class="{{ 'ok' if row.planted_ok else 'bad' }}">{{ row.planted }}</td>{% endif %}</tr>
+{% endfor %}</table>
+<figure><img alt="encoder layer profiles {{ enc.modality }}" src="data:image/png;base64,{{ enc.profile_png }}">
+<figcaption>Layer profile: attention over layers averaged over held-out stimuli and a
+region's targets, per subject (thin) and their mean (thick); trained features.</figcaption></figure>
+{% if enc.transfer_png %}<figure><img alt="new-subject transfer {{ enc.modality }}" src="data:image/png;base64,{{ enc.transfer_png }}">
+<figcaption>New-subject transfer (sub-{{ enc.transfer_subject }}, fold 0): only its target
+embeddings and read-outs learnt, everything else frozen, against the same architecture
+trained on that subject alone, by the fraction of its training stimuli.</figcaption></figure>{% endif %}
+{% if enc.crowd %}<table><tr><th>subject</th><th>fraction of stimuli</th><th>stimuli</th>
+<th>joint r</th><th>per-subject r</th><th>joint &minus; per-subject</th></tr>
+{% for row in enc.crowd %}<tr><td>{{ row.subject }}</td><td>{{ row.fraction }}</td><td>{{ row.n_stimuli }}</td>
+<td>{{ "%.3f"|format(row.joint) }}</td><td>{{ "%.3f"|format(row.per_subject) }}</td>
+<td>{{ "%+.3f"|format(row.joint - row.per_subject) }}</td></tr>{% endfor %}</table>
+<p class="note">Crowd effect (fold 0): one model trained on all subjects against one model
+per subject, each subject with the same random fraction of its training stimuli; held-out r
+over all of the subject's targets.</p>{% endif %}
+{% endfor %}
 <p class="note">Provenance: {{ provenance }}</p>
 </body></html>
 """
@@ -224,8 +259,123 @@ def _modality_rows(best: pd.DataFrame, summary: pd.DataFrame, has_truth: bool) -
     return rows
 
 
+def _fig_png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _profile_png(profile: pd.DataFrame, planted: dict[str, int]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trained = profile[(profile["control"] == "trained") & (profile["region"] != "all")]
+    regions = sorted(set(trained["region"]))
+    fig, ax = plt.subplots(figsize=(5.0, 3.0), dpi=90)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, region in enumerate(regions):
+        color = colors[k % len(colors)]
+        grp = trained[trained["region"] == region]
+        for _, sub in grp.groupby("subject"):
+            sub = sub.sort_values("layer")
+            ax.plot(sub["layer"], sub["weight"], color=color, lw=0.6, alpha=0.5)
+        mean = grp.groupby("layer")["weight"].mean()
+        ax.plot(mean.index, mean.to_numpy(), color=color, lw=2, marker="o", ms=3, label=region)
+        if region in planted:
+            ax.axvline(planted[region], color=color, lw=1, ls=":")
+    ax.set_xlabel("layer (0 = embeddings)", fontsize=8)
+    ax.set_ylabel("attention weight", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7)
+    return _fig_png(fig)
+
+
+def _transfer_png(transfer: pd.DataFrame) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    allr = transfer[transfer["region"] == "all"]
+    fig, ax = plt.subplots(figsize=(4.2, 3.0), dpi=90)
+    for method, style in (("transfer", "-o"), ("alone", "--s")):
+        g = allr[allr["method"] == method].sort_values("fraction")
+        ax.plot(g["fraction"], g["r"], style, ms=4, label=method)
+    ax.set_xlabel("fraction of the new subject's training stimuli", fontsize=8)
+    ax.set_ylabel("held-out r (all targets)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7)
+    return _fig_png(fig)
+
+
+def encoder_sections(model_dirs, best: pd.DataFrame, truth: dict | None) -> list[dict]:
+    """The report's voxel-encoder sections, one per ``models/voxel_xattn/<modality>``.
+
+    Each row compares, per subject and region, the encoder's held-out r (trained and
+    random-weights features) with ridge's held-out r at its train-chosen best layer.
+    """
+    sections = []
+    for folder in model_dirs:
+        folder = Path(folder)
+        summary = json.loads((folder / "summary.json").read_text())
+        mine = best[best["model"] == summary["model"]] if "model" in best else best
+        best_idx = mine.set_index(["subject", "region"]) if not mine.empty else None
+        scores = pd.read_csv(folder / "scores.tsv", sep="\t", dtype={"subject": str})
+        profile = pd.read_csv(folder / "layer_profile.tsv", sep="\t", dtype={"subject": str})
+        transfer = pd.read_csv(folder / "transfer.tsv", sep="\t", dtype={"subject": str})
+        crowd = pd.read_csv(folder / "crowd.tsv", sep="\t", dtype={"subject": str})
+        wide = scores.pivot_table(index=["subject", "region"], columns="control",
+                                  values="score").reset_index()
+        rows = []
+        for row in wide.itertuples(index=False):
+            if row.region == "all":
+                continue
+            prof = profile[(profile["subject"] == row.subject) & (profile["region"] == row.region)
+                           & (profile["control"] == "trained")]
+            peak = int(prof.loc[prof["weight"].idxmax(), "layer"]) if not prof.empty else -1
+            key = (row.subject, row.region)
+            ridge = (float(best_idx.loc[key, "score"]) if best_idx is not None
+                     and key in best_idx.index else np.nan)
+            ridge_layer = (int(best_idx.loc[key, "best_layer"]) if np.isfinite(ridge) else "n/a")
+            planted = _planted(truth, row.subject, row.region)
+            rows.append({"subject": row.subject, "region": row.region,
+                         "trained": float(row.trained), "random": float(row.random),
+                         "ridge": ridge, "ridge_txt": f"{ridge:.3f}" if np.isfinite(ridge) else "n/a",
+                         "ratio_txt": (f"{row.trained / ridge:.2f}" if np.isfinite(ridge)
+                                       and ridge > 0 else "n/a"),
+                         "peak": peak, "ridge_layer": ridge_layer, "planted": planted,
+                         "planted_ok": abs(peak - planted) <= 1})
+        crowd_rows = []
+        allc = crowd[crowd["region"] == "all"]
+        for (subject, fraction), grp in allc.groupby(["subject", "fraction"], sort=True):
+            by = grp.set_index("method")["r"]
+            if {"joint", "per_subject"} <= set(by.index):
+                crowd_rows.append({"subject": subject, "fraction": fraction,
+                                   "n_stimuli": int(grp["n_stimuli"].iloc[0]),
+                                   "joint": float(by["joint"]),
+                                   "per_subject": float(by["per_subject"])})
+        planted = {}
+        if truth is not None and summary["subjects"]:
+            planted = truth["subjects"].get(summary["subjects"][0], {}).get("regions", {})
+        sections.append({
+            "modality": summary["modality"], "model": summary["model"],
+            "n_subjects": len(summary["subjects"]), "folds_match": summary["folds_match_ridge"],
+            "n_runs": len(summary["runs"]), "device": summary["device"],
+            "seconds": summary["seconds"], "rows": rows,
+            "profile_png": _profile_png(profile, planted),
+            "transfer_png": _transfer_png(transfer) if not transfer.empty else "",
+            "transfer_subject": summary.get("transfer_subject"), "crowd": crowd_rows})
+    return sections
+
+
 def make_report(summary_path, out_path, *, study: str, description: str = "",
-                truth_path=None, best_path=None, ci: float = 0.95) -> Path:
+                truth_path=None, best_path=None, ci: float = 0.95, model_dirs=()) -> Path:
     """Write the self-contained HTML report.
 
     Parameters
@@ -240,6 +390,9 @@ def make_report(summary_path, out_path, *, study: str, description: str = "",
         ``truth.json`` of a simulated study; planted layers are marked.
     best_path : path-like | None
         ``align/best_layers.tsv``; without it the best-layer table is empty.
+    model_dirs : sequence of path-like
+        ``models/voxel_xattn/<modality>`` folders of trained encoders; each gets a
+        section (see :func:`encoder_sections`).
     ci : float
         Level of the bootstrap intervals in the summary (for the text).
     """
@@ -282,6 +435,7 @@ def make_report(summary_path, out_path, *, study: str, description: str = "",
         has_ceiling=has_ceiling, paired=_paired_rows(summary),
         modality_rows=_modality_rows(best, summary, truth is not None),
         ci_pct=f"{100 * ci:g}",
+        encoders=encoder_sections(model_dirs, best, truth),
         provenance=f"{len(summary)} summary rows, {summary['subject'].nunique()} subjects",
     )
     with atomic_path(out_path) as tmp:
@@ -289,4 +443,4 @@ def make_report(summary_path, out_path, *, study: str, description: str = "",
     return Path(out_path)
 
 
-__all__ = ["make_report", "best_layers", "recovery_table"]
+__all__ = ["make_report", "best_layers", "encoder_sections", "recovery_table"]

@@ -58,6 +58,7 @@ class SubjectSpec:
     simulate: dict
     preprocess: dict
     path: Path
+    train: dict = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -311,7 +312,32 @@ def load_subject(path: Path | str, study_config: dict, root: Path) -> SubjectSpe
         simulate=raw["simulate"],
         preprocess=preprocess,
         path=path,
+        train=dict(raw["train"]),
     )
+
+
+def _train_problems(config: dict, subjects: dict[str, SubjectSpec], path: Path) -> list[str]:
+    """Meaning checks of the ``train`` section that the schema cannot express."""
+    train = config["train"]
+    where = _rel(path)
+    problems = []
+    models = [m["name"] for m in config["features"]["models"]]
+    if train["model"] is not None and train["model"] not in models:
+        problems.append(f"{where}: key 'train.model': {train['model']!r} is not a features "
+                        f"model of this study (features.models names: {', '.join(models)})")
+    vx = train["voxel_xattn"]
+    if vx["d_model"] % vx["n_heads"]:
+        problems.append(f"{where}: key 'train.voxel_xattn.n_heads': {vx['n_heads']} heads do "
+                        f"not divide d_model {vx['d_model']}")
+    for modality in MODALITIES:
+        held = [s for s in subjects.values()
+                if s.modality == modality and s.train["transfer_holdout"]]
+        if len(held) > 1:
+            problems.append(
+                f"{_rel(held[1].path)}: subject '{held[1].subject}': key "
+                f"'train.transfer_holdout': only one {modality} subject can be held out "
+                f"for transfer (also set for sub-{held[0].subject})")
+    return problems
 
 
 def find_study_file(study: Path | str) -> Path:
@@ -383,6 +409,7 @@ def load_study(study: Path | str) -> StudySpec:
             problems.extend(err.problems)
             continue
         subjects[spec.subject] = spec
+    problems += _train_problems(config, subjects, path)
     if problems:
         raise SpecError(problems)
     return StudySpec(

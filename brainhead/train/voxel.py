@@ -1,0 +1,412 @@
+"""The cross-subject voxel cross-attention encoder of a study: train, score, transfer, crowd.
+
+:func:`train_voxel_encoder` trains :class:`encoders.voxel_xattn.VoxelCrossAttention`
+jointly on every subject of one modality and writes, under
+``results/<study>/models/voxel_xattn/<modality>/``:
+
+``scores.tsv``
+    Held-out Pearson r per subject, region and feature control (``trained`` model
+    features, and the same architecture's ``random``-weights features through the same
+    encoder), on the outer folds of :mod:`brainhead.align` (same stimuli per fold).
+``layer_profile.tsv``
+    The encoder's attention over layers, averaged over heads, held-out stimuli and a
+    region's targets: a model-derived layer-alignment map.
+``transfer.tsv``
+    New-subject transfer: every shared parameter frozen, only a held-out subject's
+    target embeddings and read-outs learnt from a fraction ``k`` of its training
+    stimuli, against the same architecture trained on that subject alone.
+``crowd.tsv``
+    Joint training over all subjects against one model per subject, at full and
+    reduced data.
+``predictions.h5``
+    Per subject: held-out predictions, per-target r, attention profiles.
+``summary.json``
+    Settings, folds, runs (epochs, best epoch, seconds, device) and checks.
+
+Each training run has its own folder under ``runs/`` (checkpoints, metrics.csv), keyed
+by a hash of everything that defines it, so a rerun resumes or reuses it
+(:func:`brainhead.train.trainer.fit_run`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import zlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .._logging import logger, progress
+from ..io.store import atomic_path, provenance, spec_hash, write_arrays
+from ..splits import joint_folds, validation_split
+from .data import EncodingData, SubjectResponses, check_split, load_subject_responses, loader
+from .modules import EncoderModule
+from .trainer import TrainConfig, epoch_seed, fit_run, resolve_device
+
+FAMILY = "voxel_xattn"
+
+#: Defaults of the study's ``train.voxel_xattn`` section (the schema repeats them).
+DEFAULTS = {"d_model": 32, "n_heads": 1, "dropout": 0.1, "n_sampled_targets": 4096,
+            "cosine_weight": 0.0, "subject_lr_scale": 3.0, "n_components": None,
+            "keys": "layer", "transfer": True, "transfer_fractions": [0.1, 0.25, 0.5, 1.0],
+            "crowd": True, "crowd_fractions": [1.0, 0.25]}
+
+
+
+def _r(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
+    from ..align.ridge import pearson_r
+
+    return pearson_r(pred.astype(np.float64), y.astype(np.float64))
+
+
+def _subset(stimuli: Sequence[str], fraction: float, seed: int, key: str) -> list[str]:
+    """A seeded ``fraction`` of ``stimuli`` (at least 2), independent of input order."""
+    stimuli = sorted(stimuli)
+    if fraction >= 1:
+        return stimuli
+    n = max(2, int(round(fraction * len(stimuli))))
+    rng = np.random.default_rng(epoch_seed(seed, 0, f"subset:{key}:{fraction}"))
+    return sorted(np.asarray(stimuli)[rng.choice(len(stimuli), n, replace=False)].tolist())
+
+
+class VoxelEncoderExperiment:
+    """Everything one modality's encoder job trains and scores (see the module doc)."""
+
+    def __init__(self, subjects: Mapping[str, SubjectResponses], features: dict[str, np.ndarray],
+                 feature_ids: np.ndarray, out_dir: str | Path, params: dict, cfg: TrainConfig,
+                 *, transfer_subject: str | None = None):
+        self.subjects = dict(sorted(subjects.items()))
+        self.features, self.feature_ids = features, np.asarray(feature_ids).astype(str)
+        self.out_dir = Path(out_dir)
+        self.params = {**DEFAULTS, **{k: v for k, v in params.items() if k in DEFAULTS}}
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.folds, self.unmatched = joint_folds({s: sub.folds for s, sub in
+                                                  self.subjects.items()}, seed=cfg.seed)
+        self.n_folds = max(self.folds.values()) + 1
+        self.transfer_subject = transfer_subject or list(self.subjects)[-1]
+        self.runs: list[dict] = []
+        self.checks: dict[str, float] = {}
+        ident = {s: (sub.Y.shape, zlib.crc32(np.ascontiguousarray(sub.Y).tobytes()))
+                 for s, sub in self.subjects.items()}
+        ident["features"] = {k: zlib.crc32(np.ascontiguousarray(v).tobytes())
+                             for k, v in features.items()}
+        model_keys = ("d_model", "n_heads", "dropout", "n_sampled_targets", "cosine_weight",
+                      "subject_lr_scale", "n_components", "keys")
+        self.identity = spec_hash({"data": ident, "model": {k: self.params[k] for k in model_keys},
+                                   "train": {k: v for k, v in vars(cfg).items()
+                                             if k not in ("progress", "device")}})
+
+    # ------------------------------------------------------------------ splits
+    def split(self, fold: int) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+        """Training and test stimuli of every subject in outer fold ``fold``."""
+        train, test = {}, {}
+        for s, sub in self.subjects.items():
+            k = np.array([self.folds[x] for x in sub.stim_id])
+            train[s] = sorted(sub.stim_id[k != fold].tolist())
+            test[s] = sorted(sub.stim_id[k == fold].tolist())
+        check_split(train, test, where=f"{FAMILY} fold {fold}")
+        return train, test
+
+    def fit_val(self, train: Mapping[str, Sequence[str]], salt: str
+                ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+        """Carve validation stimuli (early stopping) out of the training side only.
+
+        The validation stimuli are one set for all subjects, so a shared model is never
+        validated on a stimulus that it fitted through another subject.
+        """
+        union = sorted({x for v in train.values() for x in v})
+        _, val = validation_split(union, self.cfg.val_fraction,
+                                  epoch_seed(self.cfg.seed, 0, f"val:{salt}"))
+        val = set(val)
+        fit = {s: [x for x in v if x not in val] for s, v in train.items()}
+        vals = {s: [x for x in v if x in val] for s, v in train.items()}
+        return fit, vals
+
+    # ------------------------------------------------------------------ one run
+    def _net(self, n_targets: Mapping[str, int], dims: Sequence[int], key: str):
+        from encoders.voxel_xattn import VoxelCrossAttention
+
+        torch.manual_seed(epoch_seed(self.cfg.seed, 0, f"init:{key}"))
+        p = self.params
+        return VoxelCrossAttention(n_targets, dims, d_model=p["d_model"], n_heads=p["n_heads"],
+                                   dropout=p["dropout"], keys=p["keys"],
+                                   shared_projection=len(set(dims)) == 1)
+
+    def run(self, name: str, control: str, fit: Mapping[str, Sequence[str]],
+            val: Mapping[str, Sequence[str]], *, feature_stimuli: Sequence[str] | None = None,
+            base: torch.nn.Module | None = None, new_subject: str | None = None
+            ) -> tuple[EncoderModule, EncodingData]:
+        """Train one model (or, with ``base``, only ``new_subject``'s parameters)."""
+        subjects = {s: self.subjects[s] for s in fit}
+        train = {s: list(fit[s]) + list(val.get(s, [])) for s in fit}
+        data = EncodingData(self.features[control], self.feature_ids, subjects, train,
+                            feature_stimuli=feature_stimuli,
+                            n_components=self.params["n_components"])
+        definition = {"identity": self.identity, "control": control,
+                      "fit": {s: list(v) for s, v in fit.items()},
+                      "val": {s: list(v) for s, v in val.items()},
+                      "feature_stimuli": sorted(feature_stimuli or []),
+                      "base": None if base is None else self._state_hash(base),
+                      "new_subject": new_subject}
+        key = spec_hash(definition)
+        if base is None:
+            net = self._net({s: data.Y[s].shape[1] for s in subjects}, data.layer_dims, key)
+            trainable = None
+        else:
+            net = copy.deepcopy(base)
+            torch.manual_seed(epoch_seed(self.cfg.seed, 0, f"init:{key}"))
+            net.add_subject(new_subject, data.Y[new_subject].shape[1])
+            trainable = [new_subject]
+        module = EncoderModule(net, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay,
+                               cosine_weight=self.params["cosine_weight"], trainable=trainable,
+                               subject_lr_scale=self.params["subject_lr_scale"])
+        before = None if base is None else copy.deepcopy(base.state_dict())
+        train_loader = loader(data, fit, batch_size=self.cfg.batch_size,
+                              n_sampled_targets=self.params["n_sampled_targets"], shuffle=True,
+                              seed=epoch_seed(self.cfg.seed, 0, f"batches:{key}"),
+                              min_batches=self.cfg.min_steps_per_epoch)
+        val_loader = loader(data, val, batch_size=self.cfg.batch_size,
+                            n_sampled_targets=self.params["n_sampled_targets"] * 16,
+                            shuffle=False, seed=0)
+        info = fit_run(module, train_loader, val_loader, self.out_dir / "runs" / key,
+                       self.cfg, name=name)
+        if before is not None:  # the frozen parameters must not have moved
+            after = net.state_dict()
+            change = max(float((after[k] - v).abs().max()) for k, v in before.items())
+            self.checks["frozen_max_change"] = max(self.checks.get("frozen_max_change", 0.0),
+                                                   change)
+            if change != 0.0:
+                raise RuntimeError(f"{name}: frozen parameters changed by {change}")
+        self.runs.append({"run": name, "dir": f"runs/{key}", **info})
+        return module, data
+
+    @staticmethod
+    def _state_hash(net: torch.nn.Module) -> str:
+        crc = 0
+        for k, v in sorted(net.state_dict().items()):
+            crc = zlib.crc32(k.encode() + v.detach().cpu().numpy().tobytes(), crc)
+        return f"{crc:08x}"
+
+    @torch.no_grad()
+    def predict(self, module: EncoderModule, data: EncodingData, subject: str,
+                stimuli: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Predictions (n_stimuli, n_targets), in response units, and the mean attention
+        over layers of each target on these stimuli (n_targets, n_layers)."""
+        net = module.net.to(self.device).eval()
+        n_t = data.Y[subject].shape[1]
+        chunk = max(1, 2 ** 22 // max(1, len(stimuli) * net.n_heads * len(data.layer_dims)))
+        x = data.features[torch.from_numpy(data.feature_rows(subject, stimuli))].to(self.device)
+        preds, attns = [], []
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device == "cuda")
+        with autocast:
+            for t0 in range(0, n_t, chunk):
+                t = torch.arange(t0, min(t0 + chunk, n_t), device=self.device)
+                p, a = net(x, subject, t, return_attention=True)
+                preds.append(p.float().cpu())
+                attns.append(a.float().mean(0).cpu())
+        pred = torch.cat(preds, 1).numpy()
+        return data.unstandardise(subject, pred), torch.cat(attns, 0).numpy()
+
+    def truth(self, subject: str, stimuli: Sequence[str]) -> np.ndarray:
+        sub = self.subjects[subject]
+        rows = {s: i for i, s in enumerate(sub.stim_id)}
+        return sub.Y[[rows[s] for s in stimuli]]
+
+    # ------------------------------------------------------------------ experiments
+    def cross_validate(self) -> dict:
+        """Joint training on every outer fold, for each feature control."""
+        out = {}
+        for control in self.features:
+            per = {s: {"pred": np.zeros_like(sub.Y), "r_folds": [], "attn": 0.0}
+                   for s, sub in self.subjects.items()}
+            for fold in progress(range(self.n_folds), desc=f"{FAMILY} {control}"):
+                train, test = self.split(fold)
+                fit, val = self.fit_val(train, f"cv{fold}")
+                module, data = self.run(f"cv/{control}/fold{fold}", control, fit, val)
+                for s in self.subjects:
+                    if not test[s]:
+                        continue
+                    pred, attn = self.predict(module, data, s, test[s])
+                    rows = data.response_rows(s, test[s])
+                    per[s]["pred"][rows] = pred
+                    per[s]["r_folds"].append(_r(pred, self.truth(s, test[s])))
+                    per[s]["attn"] = per[s]["attn"] + attn * len(test[s])
+            for s, sub in self.subjects.items():
+                per[s]["r"] = np.nanmean(np.stack(per[s]["r_folds"]), axis=0)
+                per[s]["attn"] = per[s]["attn"] / len(sub.stim_id)
+            out[control] = per
+        return out
+
+    def transfer(self) -> list[dict]:
+        """New-subject transfer on fold 0 against the same architecture trained alone."""
+        new = self.transfer_subject
+        others = [s for s in self.subjects if s != new]
+        if not others:
+            logger.warning("%s: transfer needs at least 2 subjects; skipped", FAMILY)
+            return []
+        train, test = self.split(0)
+        base_train = {s: train[s] for s in others}
+        fit, val = self.fit_val(base_train, "transfer-base")
+        base, base_data = self.run("transfer/base", "trained", fit, val)
+        feature_stimuli = sorted({x for v in base_train.values() for x in v})
+        rows = []
+        for frac in self.params["transfer_fractions"]:
+            subset = _subset(train[new], frac, self.cfg.seed, f"transfer:{new}")
+            sfit, sval = self.fit_val({new: subset}, f"transfer{frac}")
+            if len(sfit[new]) < 2 or not sval[new]:
+                logger.warning("%s: %d stimuli are too few to transfer at k=%s", FAMILY,
+                               len(subset), frac)
+                continue
+            for method in ("transfer", "alone"):
+                kwargs = ({"base": base.net.cpu(), "new_subject": new} if method == "transfer"
+                          else {})
+                module, data = self.run(f"transfer/{frac}/{method}", "trained", sfit, sval,
+                                        feature_stimuli=feature_stimuli, **kwargs)
+                pred, _ = self.predict(module, data, new, test[new])
+                r = _r(pred, self.truth(new, test[new]))
+                rows += self._region_rows(new, r, {"fraction": frac, "n_stimuli": len(subset),
+                                                   "method": method})
+        return rows
+
+    def crowd(self) -> list[dict]:
+        """Joint training over subjects against one model per subject, on fold 0."""
+        if len(self.subjects) < 2:
+            logger.warning("%s: the crowd comparison needs at least 2 subjects; skipped", FAMILY)
+            return []
+        train, test = self.split(0)
+        rows = []
+        for frac in self.params["crowd_fractions"]:
+            subset = {s: _subset(train[s], frac, self.cfg.seed, f"crowd:{s}")
+                      for s in self.subjects}
+            # The same validation draw as cross-validation's fold 0: at fraction 1 the
+            # joint model is that fold's model, reused rather than trained again.
+            fit, val = self.fit_val(subset, "cv0")
+            joint, data = self.run(f"crowd/{frac}/joint", "trained", fit, val)
+            for s in self.subjects:
+                pred, _ = self.predict(joint, data, s, test[s])
+                rows += self._region_rows(s, _r(pred, self.truth(s, test[s])),
+                                          {"fraction": frac, "n_stimuli": len(subset[s]),
+                                           "method": "joint"})
+                single, sdata = self.run(f"crowd/{frac}/single-{s}", "trained", {s: fit[s]},
+                                         {s: val[s]})
+                pred, _ = self.predict(single, sdata, s, test[s])
+                rows += self._region_rows(s, _r(pred, self.truth(s, test[s])),
+                                          {"fraction": frac, "n_stimuli": len(subset[s]),
+                                           "method": "per_subject"})
+        return rows
+
+    def _region_rows(self, subject: str, r: np.ndarray, extra: dict) -> list[dict]:
+        region = self.subjects[subject].region
+        rows = [{"subject": subject, **extra, "region": "all", "r": float(np.nanmean(r)),
+                 "n_targets": int(r.size)}]
+        for reg in sorted(set(region)):
+            cols = region == reg
+            rows.append({"subject": subject, **extra, "region": reg,
+                         "r": float(np.nanmean(r[cols])), "n_targets": int(cols.sum())})
+        return rows
+
+
+def train_voxel_encoder(response_paths: Sequence[str | Path], features_path: str | Path,
+                        out_dir: str | Path, params: dict, *, seed: int = 0,
+                        model: str = "", transfer_subject: str | None = None) -> dict:
+    """Train and score the voxel cross-attention encoder on one modality's subjects.
+
+    Parameters
+    ----------
+    response_paths : sequence of path-like
+        ``responses.h5`` of every subject to train on (one modality).
+    features_path : path-like
+        ``features/<model>.h5`` (trained and random-weights features).
+    out_dir : path-like
+        ``results/<study>/models/voxel_xattn/<modality>``.
+    params : dict
+        The study's validated ``train`` section (its ``voxel_xattn`` sub-section holds
+        the model's settings).
+    seed : int
+        The study seed (``train.seed`` overrides it).
+    transfer_subject : str, optional
+        Subject held out for new-subject transfer (default: the last by id).
+
+    Returns
+    -------
+    summary : dict
+        The content of ``summary.json``.
+    """
+    from ..features import read_features
+
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    cfg = TrainConfig.from_params(params, seed)
+    vparams = params.get(FAMILY, {})
+    subjects = {}
+    for path in response_paths:
+        sub = load_subject_responses(path)
+        subjects[sub.subject] = sub
+    modalities = {sub.modality for sub in subjects.values()}
+    if len(modalities) != 1:
+        raise ValueError(f"{FAMILY}: one modality per job, got {sorted(modalities)}")
+    features, feature_ids, _ = read_features(features_path)
+    exp = VoxelEncoderExperiment(subjects, features, feature_ids, out_dir, vparams, cfg,
+                                 transfer_subject=transfer_subject)
+    logger.info("%s: %d subjects (%s targets), %d folds, device %s", FAMILY, len(subjects),
+                "/".join(str(s.n_targets) for s in subjects.values()), exp.n_folds, exp.device)
+    cv = exp.cross_validate()
+    transfer = exp.transfer() if exp.params["transfer"] else []
+    crowd = exp.crowd() if exp.params["crowd"] else []
+    modality = modalities.pop()
+    _write_outputs(exp, cv, transfer, crowd, out_dir, modality=modality, model=model,
+                   params=params, seed=cfg.seed)
+    summary = {"family": FAMILY, "modality": modality, "model": model,
+               "subjects": list(subjects), "n_folds": exp.n_folds,
+               "folds_match_ridge": not exp.unmatched, "unmatched_subjects": exp.unmatched,
+               "transfer_subject": exp.transfer_subject, "device": exp.device,
+               "settings": {**vars(cfg), FAMILY: exp.params}, "runs": exp.runs,
+               "checks": exp.checks, "seconds": round(time.perf_counter() - start, 2)}
+    with atomic_path(out_dir / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def _write_outputs(exp: VoxelEncoderExperiment, cv: dict, transfer: list[dict],
+                   crowd: list[dict], out_dir: Path, *, modality: str, model: str,
+                   params: dict, seed: int) -> None:
+    scores, profile, arrays = [], [], {}
+    for control, per in cv.items():
+        for s, res in per.items():
+            sub = exp.subjects[s]
+            for row in exp._region_rows(s, res["r"], {}):
+                scores.append({"subject": s, "modality": modality, "region": row["region"],
+                               "model": model, "control": control, "metric": "r",
+                               "score": row["r"], "n_targets": row["n_targets"]})
+            for reg in ["all", *sorted(set(sub.region))]:
+                cols = np.ones(sub.n_targets, bool) if reg == "all" else sub.region == reg
+                weights = res["attn"][cols].mean(0)
+                profile += [{"subject": s, "modality": modality, "region": reg,
+                             "control": control, "layer": layer, "weight": float(w)}
+                            for layer, w in enumerate(weights)]
+            arrays.update({f"sub-{s}/pred_{control}": res["pred"].astype(np.float32),
+                           f"sub-{s}/r_{control}": res["r"].astype(np.float32),
+                           f"sub-{s}/attention_{control}": res["attn"].astype(np.float32)})
+    for s, sub in exp.subjects.items():
+        arrays.update({f"sub-{s}/stim_id": sub.stim_id,
+                       f"sub-{s}/fold": np.array([exp.folds[x] for x in sub.stim_id]),
+                       f"sub-{s}/target_name": sub.target_name,
+                       f"sub-{s}/target_region": sub.region})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tables = {"scores.tsv": pd.DataFrame(scores), "layer_profile.tsv": pd.DataFrame(profile),
+              "transfer.tsv": pd.DataFrame(transfer, columns=["subject", "fraction", "n_stimuli",
+                                                              "method", "region", "r",
+                                                              "n_targets"]),
+              "crowd.tsv": pd.DataFrame(crowd, columns=["subject", "fraction", "n_stimuli",
+                                                        "method", "region", "r", "n_targets"])}
+    for name, frame in tables.items():
+        with atomic_path(out_dir / name) as tmp:
+            frame.to_csv(tmp, sep="\t", index=False)
+    attrs = provenance("train", {"family": FAMILY, "model": model, "seed": seed, **params})
+    write_arrays(out_dir / "predictions.h5", arrays, attrs)
