@@ -13,6 +13,15 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 os.environ.setdefault("BRAINHEAD_NO_PROGRESS", "1")
 
+
+def pytest_configure(config):
+    """One torch thread in the test process: the training tests take many small steps,
+    and two threads on a 2-core machine that also runs subprocesses wait on each other
+    (measured: 13x slower per step, benchmarks/train_throughput.py --threads)."""
+    import torch
+
+    torch.set_num_threads(1)
+
 needs_shared_data = pytest.mark.skipif(
     not SHARED_DATA.is_dir(), reason="../shared/data (real recordings) is absent"
 )

@@ -37,7 +37,7 @@ def test_dry_run_lists_the_dag(tmp_path):
     proc = _snakemake(work, "-n", "--cores", "2")
     assert proc.returncode == 0, proc.stderr
     for rule, count in (("simulate", 1), ("preprocess", 8), ("features", 1), ("align", 8),
-                        ("summary", 1), ("report", 1)):
+                        ("summary", 1), ("train_voxel_xattn", 2), ("report", 1)):
         assert any(line.split() == [rule, str(count)] for line in proc.stdout.splitlines()), rule
 
 
@@ -100,7 +100,10 @@ def test_demo_outputs(demo_run):
     assert summary["subject"].nunique() == 8
     assert set(summary["modality"]) == {"eeg", "seeg", "fmri"}
     html = (demo_run / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 8
+    # 8 subjects' layer curves, and per trained modality (fMRI, sEEG) a layer profile and
+    # a transfer curve
+    assert html.count("data:image/png;base64,") == 8 + 2 * 2
+    assert html.count("Voxel cross-attention encoder") == 2
     assert "<th>r / ceiling</th>" in html
     assert "http://" not in html and "https://" not in html
 
@@ -123,3 +126,62 @@ def test_demo_rerun_is_a_no_op_and_outputs_are_reproducible(demo_run, tmp_path):
     proc = _snakemake(work, "-n", "--cores", "2")
     assert proc.returncode == 0
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def _encoder_table(demo_run, modality):
+    """Encoder r (trained, random) per subject and region with ridge r at the planted layer."""
+    folder = demo_run / "models" / "voxel_xattn" / modality
+    scores = pd.read_csv(folder / "scores.tsv", sep="\t", dtype={"subject": str})
+    summary = pd.read_csv(demo_run / "align" / "summary.tsv", sep="\t", dtype={"subject": str})
+    profile = pd.read_csv(folder / "layer_profile.tsv", sep="\t", dtype={"subject": str})
+    truth = json.loads((demo_run / "truth.json").read_text())
+    ridge = summary[(summary["metric"] == "r") & (summary["control"] == "trained")].set_index(
+        ["subject", "region", "layer"])["score"]
+    wide = scores.pivot_table(index=["subject", "region"], columns="control", values="score")
+    rows = []
+    for (subject, region), row in wide.iterrows():
+        if region == "all":
+            continue
+        planted = truth["subjects"][subject]["regions"][region]
+        prof = profile[(profile["subject"] == subject) & (profile["region"] == region)
+                       & (profile["control"] == "trained")].set_index("layer")["weight"]
+        rows.append({"subject": subject, "region": region, "planted": planted,
+                     "trained": row["trained"], "random": row["random"],
+                     "ridge": ridge[(subject, region, planted)],
+                     "peak": int(prof.idxmax())})
+    return pd.DataFrame(rows)
+
+
+def test_demo_encoder_against_ridge_and_random(demo_run):
+    """The cross-subject encoder, scored on ridge's folds, against ridge and its control."""
+    for modality in ("fmri", "seeg"):
+        table = _encoder_table(demo_run, modality)
+        assert len(table) == {"fmri": 9, "seeg": 4}[modality]
+        # random-weights features through the same encoder score below trained features
+        assert (table["random"] < table["trained"]).all(), table.to_string()
+        ratio = table["trained"] / table["ridge"]
+        assert (ratio >= 0.8).all(), table.assign(ratio=ratio).to_string()
+    fmri = _encoder_table(demo_run, "fmri")
+    # the attention's layer profile follows the planted depth: the deepest region peaks
+    # at the planted layer, and profiles peak in the planted order (posterior < anterior)
+    anterior = fmri[fmri["region"] == "anterior"]
+    assert (anterior["peak"] == anterior["planted"]).all(), fmri.to_string()
+    order = fmri.pivot(index="subject", columns="region", values="peak")
+    assert (order["posterior"] < order["middle"]).all() and (
+        order["middle"] < order["anterior"]).all(), order
+
+
+def test_demo_encoder_transfer_and_crowd(demo_run):
+    folder = demo_run / "models" / "voxel_xattn" / "fmri"
+    transfer = pd.read_csv(folder / "transfer.tsv", sep="\t", dtype={"subject": str})
+    allr = transfer[transfer["region"] == "all"].pivot(index="fraction", columns="method",
+                                                       values="r")
+    # a new subject's targets on the frozen crowd model beat the same architecture
+    # trained on that subject alone, with a quarter of its stimuli
+    assert allr.loc[0.25, "transfer"] > allr.loc[0.25, "alone"], allr
+    crowd = pd.read_csv(folder / "crowd.tsv", sep="\t", dtype={"subject": str})
+    full = crowd[(crowd["region"] == "all") & (crowd["fraction"] == 1.0)].pivot(
+        index="subject", columns="method", values="r")
+    assert (full["joint"] > full["per_subject"]).all(), full
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["folds_match_ridge"] and summary["checks"]["frozen_max_change"] == 0.0

@@ -56,16 +56,27 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    with open(path, "rb") as fid:
+        magic = fid.read(4)
+    if magic != b"PK\x03\x04":  # torch.save writes a zip archive
+        raise CheckpointError(f"{path}: not a readable checkpoint (not a torch zip archive; "
+                              "truncated or another kind of file)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(
-            f"{path}: refused to load: the checkpoint holds objects other than tensors and "
-            f"plain values, which could run code when unpickled (weights_only=True). "
-            f"brainhead never loads such files; retrain instead. Detail: {first}") from None
-    except (RuntimeError, EOFError, OSError) as err:
+        text = str(err)
+        if "GLOBAL" in text or "weights_only" in text.lower() or "global" in text:
+            first = next((line for line in text.splitlines() if "GLOBAL" in line),
+                         text.strip().splitlines()[0] if text.strip() else "")
+            raise CheckpointError(
+                f"{path}: refused to load: the checkpoint holds objects other than tensors "
+                f"and plain values, which could run code when unpickled (weights_only=True). "
+                f"brainhead never loads such files; retrain instead. Detail: {first}"
+            ) from None
         raise CheckpointError(f"{path}: not a readable checkpoint ({err})") from None
+    except Exception as err:  # noqa: BLE001 - any failure of torch's reader is one error
+        raise CheckpointError(f"{path}: not a readable checkpoint "
+                              f"({type(err).__name__}: {err})") from None
 
 
 class SafeCheckpointIO(CheckpointIO):

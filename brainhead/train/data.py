@@ -96,14 +96,14 @@ def _standardise(a: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarra
 def _reduce(F: np.ndarray, rows: np.ndarray, n_components: int | None) -> np.ndarray:
     """Layer features as (n_stimuli, n_layers, k), scaled on ``rows`` alone.
 
-    Each layer is centred and scaled by its overall standard deviation on ``rows``
-    (coordinates are kept: transformer layers share the residual stream's basis); with
+    Each feature of each layer is centred and scaled on ``rows`` (the coordinates stay
+    those of the residual stream, which transformer layers share); with
     ``n_components``, all layers are projected on the same principal axes, fitted on
     the training rows of every layer stacked, and whitened.
     """
     F = np.asarray(F, np.float64)
     mean = F[:, rows].mean(1, keepdims=True)
-    scale = F[:, rows].std(axis=(1, 2), keepdims=True)
+    scale = F[:, rows].std(axis=1, keepdims=True)
     Z = (F - mean) / np.where(scale > 0, scale, 1.0)
     if n_components is not None:
         stacked = Z[:, rows].reshape(-1, Z.shape[2])
@@ -257,7 +257,9 @@ class StimulusBatches(Sampler):
         return plan
 
     def __iter__(self) -> Iterator:
-        return iter(self._plan())
+        # A generator: the plan is drawn when iteration starts, after Lightning's
+        # set_epoch, also for the first epoch after a resume (iter() comes earlier).
+        yield from self._plan()
 
     def __len__(self) -> int:
         return len(self._plan())
@@ -276,12 +278,14 @@ class EncodingBatches(Dataset):
     def __getitem__(self, item):
         subject, stimuli, targets = item
         data = self.data
-        x = data.features[torch.from_numpy(data.feature_rows(subject, stimuli))]
-        y = data.Y[subject][torch.from_numpy(data.response_rows(subject, stimuli))]
+        x = data.features.index_select(0, torch.from_numpy(data.feature_rows(subject, stimuli)))
+        rows = torch.from_numpy(data.response_rows(subject, stimuli))
         t = None
-        if targets is not None:
+        if targets is None:
+            y = data.Y[subject].index_select(0, rows)
+        else:  # gather only the sampled targets, never whole rows of a large brain
             t = torch.tensor(targets, dtype=torch.long)
-            y = y[:, t]
+            y = data.Y[subject][rows[:, None], t[None, :]]
         return {"features": x, "y": y, "subject": subject, "targets": t, "stimuli": stimuli}
 
 
@@ -293,8 +297,10 @@ def loader(data: EncodingData, stimuli: Mapping[str, Sequence[str]], *, batch_si
     n_targets = {s: data.Y[s].shape[1] for s in stimuli}
     sampler = StimulusBatches(stimuli, n_targets, batch_size, n_sampled_targets,
                               shuffle=shuffle, seed=seed, min_batches=min_batches)
+    # An own generator: creating the iterator then draws nothing from torch's global
+    # generator, whose state (dropout) must depend on (seed, epoch) alone.
     return DataLoader(EncodingBatches(data), sampler=sampler, batch_size=None,
-                      collate_fn=lambda b: b)
+                      collate_fn=lambda b: b, generator=torch.Generator())
 
 
 def check_split(train: Mapping[str, Sequence[str]], test: Mapping[str, Sequence[str]],

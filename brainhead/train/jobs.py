@@ -47,8 +47,12 @@ def train_family(family: str, study, modality: str, responses, features, out_dir
     threads : int, optional
         Cap on torch and BLAS threads (the rule's ``threads``).
     """
+    import warnings
+
     from . import FAMILIES
 
+    # Lightning 2.6 calls a torch API that torch 2.13 deprecates, once per batch.
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     setup_logging()
     if family not in FAMILIES:
         raise ValueError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")

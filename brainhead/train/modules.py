@@ -48,12 +48,14 @@ class EncoderModule(pl.LightningModule):
 
     def __init__(self, net: nn.Module, *, lr: float = 3e-3, weight_decay: float = 1e-4,
                  cosine_weight: float = 0.0, trainable: Sequence[str] | None = None,
-                 subject_lr_scale: float = 1.0):
+                 subject_lr_scale: float = 1.0, subject_weight_decay: float | None = None):
         super().__init__()
         self.net = net
         self.lr, self.weight_decay = float(lr), float(weight_decay)
         self.cosine_weight = float(cosine_weight)
         self.subject_lr_scale = float(subject_lr_scale)
+        self.subject_weight_decay = float(weight_decay if subject_weight_decay is None
+                                          else subject_weight_decay)
         self.trainable = list(trainable) if trainable is not None else None
         if self.trainable is not None:
             net.freeze_shared(self.trainable)
@@ -68,17 +70,53 @@ class EncoderModule(pl.LightningModule):
                  batch_size=batch["y"].numel())
         return loss
 
+    def on_validation_epoch_start(self):
+        self._val_sums: dict[str, torch.Tensor] = {}
+
     def validation_step(self, batch, batch_idx):
-        pred = self.net(batch["features"], batch["subject"], batch["targets"])
-        loss = F.mse_loss(pred.float(), batch["y"].float())
+        pred = self.net(batch["features"], batch["subject"], batch["targets"]).float()
+        y = batch["y"].float()
+        loss = F.mse_loss(pred, y)
         self.log("val_loss", loss, on_step=False, on_epoch=True, sync_dist=True,
-                 batch_size=batch["y"].numel())
+                 batch_size=y.numel())
+        # Streaming sums for each target's Pearson r over all validation stimuli.
+        subject = batch["subject"]
+        n_t = self.net.n_targets(subject)
+        if subject not in self._val_sums:
+            self._val_sums[subject] = torch.zeros(6, n_t, device=pred.device, dtype=torch.float64)
+        t = (batch["targets"] if batch["targets"] is not None
+             else torch.arange(n_t, device=pred.device))
+        p, q = pred.double(), y.double()
+        stats = torch.stack([torch.ones_like(p).sum(0), p.sum(0), q.sum(0), (p * p).sum(0),
+                             (q * q).sum(0), (p * q).sum(0)])
+        self._val_sums[subject].index_add_(1, t, stats)
+
+    def on_validation_epoch_end(self):
+        """``val_r``: mean over every target of its Pearson r on the validation stimuli.
+
+        Early stopping watches it (not the MSE): with few training stimuli the first
+        steps already over-scale the predictions, so the validation MSE can rise while
+        the correlation that the scores report is still improving.
+        """
+        rs = []
+        for sums in self._val_sums.values():
+            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+            n, sp, sy, spp, syy, spy = sums
+            cov = spy - sp * sy / n
+            var = (spp - sp**2 / n) * (syy - sy**2 / n)
+            r = torch.where(var > 0, cov / var.clamp_min(1e-30).sqrt(), torch.zeros_like(cov))
+            rs.append(r[n > 1])
+        if rs:
+            self.log("val_r", torch.cat(rs).mean().float())
 
     def configure_optimizers(self):
         own = {id(p) for s in self.net.subjects for p in self.net.subject_parameters(s)}
         shared = [p for p in self.parameters() if p.requires_grad and id(p) not in own]
         subject = [p for p in self.parameters() if p.requires_grad and id(p) in own]
         groups = [{"params": shared, "lr": self.lr},
-                  {"params": subject, "lr": self.lr * self.subject_lr_scale}]
+                  {"params": subject, "lr": self.lr * self.subject_lr_scale,
+                   "weight_decay": self.subject_weight_decay}]
+        # fused: one kernel per parameter group instead of one per tensor and operation
+        # (about 3x faster on large per-target tables, benchmarks/train_throughput.py)
         return torch.optim.AdamW([g for g in groups if g["params"]],
-                                 weight_decay=self.weight_decay)
+                                 weight_decay=self.weight_decay, fused=True)

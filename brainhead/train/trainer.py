@@ -61,6 +61,8 @@ class TrainConfig:
     patience: int = 8
     batch_size: int = 32
     min_steps_per_epoch: int = 20
+    monitor: str = "val_r"
+    monitor_mode: str = "max"
     lr: float = 3e-3
     weight_decay: float = 1e-4
     val_fraction: float = 0.15
@@ -130,6 +132,7 @@ def _quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*number of training batches.*")
+    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
 
 
 def _write_metrics(rows: list[dict], path: Path) -> None:
@@ -177,13 +180,19 @@ def fit_run(module: pl.LightningModule, train_loader, val_loader, run_dir: str |
     if resume:
         load_checkpoint(last)  # refuse an unsafe file before Lightning touches it
         logger.info("%s: resuming from %s", name or run_dir.name, last)
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_loss",
-                                 mode="min", save_top_k=1, save_last=True,
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=cfg.monitor,
+                                 mode=cfg.monitor_mode, save_top_k=1, save_last=False,
                                  save_on_train_epoch_end=True, enable_version_counter=False)
+    # Lightning's save_last writes only in epochs that improved: a separate, unmonitored
+    # checkpoint is written at the end of every epoch.
+    every_epoch = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None,
+                                  save_top_k=1, save_on_train_epoch_end=True,
+                                  enable_version_counter=False)
     history = EpochHistory()
     callbacks = [_EpochSeeding(cfg.seed), history,
-                 EarlyStopping(monitor="val_loss", mode="min", patience=cfg.patience),
-                 checkpoint]
+                 EarlyStopping(monitor=cfg.monitor, mode=cfg.monitor_mode,
+                               patience=cfg.patience),
+                 checkpoint, every_epoch]
     trainer = pl.Trainer(
         accelerator=accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
         strategy=cfg.strategy, precision=cfg.precision_for(accelerator),
@@ -198,10 +207,12 @@ def fit_run(module: pl.LightningModule, train_loader, val_loader, run_dir: str |
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
     module.load_state_dict(load_checkpoint(best)["state_dict"])
     _write_metrics(history.rows, run_dir / "metrics.csv")
-    scores = [r.get("val_loss", np.inf) for r in history.rows]
+    sign = 1.0 if cfg.monitor_mode == "min" else -1.0
+    scores = [sign * r.get(cfg.monitor, np.inf) for r in history.rows]
+    best_row = history.rows[int(np.argmin(scores))] if scores else {}
     info = {"name": name, "epochs": len(history.rows),
-            "best_epoch": int(history.rows[int(np.argmin(scores))]["epoch"]) if scores else -1,
-            "best_val_loss": float(np.min(scores)) if scores else float("nan"),
+            "best_epoch": int(best_row.get("epoch", -1)),
+            f"best_{cfg.monitor}": float(best_row.get(cfg.monitor, np.nan)),
             "resumed": bool(resume), "seconds": round(time.perf_counter() - start, 3),
             "checkpoint": best.name, "device": accelerator, "precision": cfg.precision_for(accelerator)}
     if trainer.is_global_zero:

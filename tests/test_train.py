@@ -1,0 +1,316 @@
+"""Training machinery and the voxel encoder: shapes, sampling, splits, transfer, specs.
+
+Resume after SIGKILL, determinism and weights-only loading are in test_train_resume.py;
+the encoder's results on the demo data are asserted in test_workflow.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from brainhead.simulate.signals import planted_responses, shared_bases
+from brainhead.splits import (
+    LeakageError,
+    check_disjoint,
+    joint_folds,
+    leakage_free_groups,
+    outer_folds,
+    stimulus_folds,
+    validation_split,
+)
+from brainhead.train.data import EncodingData, StimulusBatches, SubjectResponses
+from brainhead.train.trainer import TrainConfig
+from brainhead.train.voxel import VoxelEncoderExperiment
+from encoders.voxel_xattn import VoxelCrossAttention
+
+
+# --------------------------------------------------------------------------- the model
+def test_encoder_shapes_with_different_target_counts():
+    torch.manual_seed(0)
+    net = VoxelCrossAttention({"a": 7, "b": 13}, [16] * 4, d_model=8, n_heads=2)
+    x = torch.randn(5, 4, 16)
+    assert net(x, "a").shape == (5, 7)
+    assert net(x, "b").shape == (5, 13)
+    pred, attn = net(x, "b", torch.tensor([0, 3, 12]), return_attention=True)
+    assert pred.shape == (5, 3) and attn.shape == (5, 3, 4)
+    torch.testing.assert_close(attn.sum(-1), torch.ones(5, 3))
+    # with layer keys the attention is one distribution per target, the same for every stimulus
+    torch.testing.assert_close(attn[0], attn[4])
+    # a subset of targets predicts exactly what the full call predicts for them
+    net.eval()
+    full = net(x, "b")
+    torch.testing.assert_close(net(x, "b", torch.tensor([2, 5])), full[:, [2, 5]])
+    with pytest.raises(KeyError, match="unknown subject"):
+        net(x, "c")
+    with pytest.raises(ValueError, match="features must be"):
+        net(torch.randn(5, 3, 16), "a")
+
+
+def test_encoder_token_keys_and_unequal_layer_widths():
+    torch.manual_seed(0)
+    net = VoxelCrossAttention({"a": 6}, [8, 12, 10], d_model=8, n_heads=2, keys="token",
+                              shared_projection=False)
+    feats = [torch.randn(4, d) for d in (8, 12, 10)]
+    pred, attn = net(feats, "a", return_attention=True)
+    assert pred.shape == (4, 6) and attn.shape == (4, 6, 3)
+    with pytest.raises(ValueError, match="shared projection needs layers of one width"):
+        VoxelCrossAttention({"a": 6}, [8, 12], d_model=8, n_heads=2, shared_projection=True)
+    with pytest.raises(ValueError, match="multiple of n_heads"):
+        VoxelCrossAttention({"a": 6}, [8], d_model=9, n_heads=2)
+
+
+def test_add_subject_and_freeze_shared_leave_others_alone():
+    torch.manual_seed(0)
+    net = VoxelCrossAttention({"a": 5}, [8] * 3, d_model=8, n_heads=1)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    net.add_subject("new", 9)
+    net.freeze_shared(["new"])
+    trainable = {n for n, p in net.named_parameters() if p.requires_grad}
+    assert trainable == {"queries.new", "readout_w.new", "readout_b.new"}
+    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.5)
+    for _ in range(3):
+        loss = net(torch.randn(6, 3, 8), "new").pow(2).mean() + net(
+            torch.randn(6, 3, 8), "new").mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = net.state_dict()
+    for key, value in before.items():
+        assert torch.equal(after[key], value), key
+    assert not torch.equal(after["readout_b.new"], torch.zeros(9))
+    with pytest.raises(ValueError, match="already has targets"):
+        net.add_subject("a", 3)
+
+
+# --------------------------------------------------------------------------- batches
+def test_target_sampling_plan():
+    stimuli = {"a": [f"s{i}" for i in range(10)], "b": [f"s{i}" for i in range(5, 12)]}
+    n_targets = {"a": 50, "b": 8}
+    plan = StimulusBatches(stimuli, n_targets, batch_size=4, n_sampled_targets=20, seed=3)
+    plan.set_epoch(0)
+    first = list(plan)
+    plan.set_epoch(0)
+    assert list(plan) == first  # a function of (seed, epoch): identical after a resume
+    plan.set_epoch(1)
+    assert list(plan) != first
+    seen = {"a": [], "b": []}
+    for subject, stims, targets in first:
+        assert set(stims) <= set(stimuli[subject]) and len(stims) <= 4
+        if subject == "a":
+            assert len(targets) == 20 == len(set(targets))
+            assert all(0 <= t < 50 for t in targets)
+        else:
+            assert targets is None  # fewer targets than the sample size: all of them
+        seen[subject] += list(stims)
+    for subject in stimuli:  # every stimulus once per epoch
+        assert sorted(seen[subject]) == sorted(stimuli[subject])
+    # data-parallel shards partition the plan
+    shards = [list(StimulusBatches(stimuli, n_targets, 4, 20, seed=3, rank=r, world_size=2))
+              for r in range(2)]
+    assert sorted(map(repr, shards[0] + shards[1])) == sorted(map(repr, first))
+
+
+def test_validation_plan_visits_every_pair_once():
+    stimuli = {"a": [f"s{i}" for i in range(7)]}
+    plan = StimulusBatches(stimuli, {"a": 23}, batch_size=3, n_sampled_targets=10,
+                           shuffle=False)
+    pairs = [(s, t) for _, stims, targets in plan for s in stims for t in targets]
+    assert len(pairs) == len(set(pairs)) == 7 * 23
+
+
+def _subject(name, Y, stim_ids, regions, groups):
+    return SubjectResponses(name, "fmri", Y.astype(np.float32), np.asarray(stim_ids),
+                            np.array([f"t{i}" for i in range(Y.shape[1])]), np.asarray(regions),
+                            stimulus_folds(stim_ids, groups))
+
+
+def test_encoding_data_scales_on_training_stimuli_only():
+    rng = np.random.default_rng(0)
+    ids = np.array([f"s{i}" for i in range(30)])
+    feats = rng.standard_normal((3, 30, 6))
+    sub = _subject("a", rng.standard_normal((30, 4)), ids, ["r"] * 4, np.arange(30) % 3)
+    train = {"a": list(ids[:20])}
+    a = EncodingData(feats, ids, {"a": sub}, train)
+    changed = feats.copy()
+    changed[:, 20:] += 100.0  # test stimuli only
+    sub2 = _subject("a", sub.Y.copy(), ids, ["r"] * 4, np.arange(30) % 3)
+    sub2.Y[20:] -= 50.0
+    b = EncodingData(changed, ids, {"a": sub2}, train)
+    torch.testing.assert_close(a.features[:20], b.features[:20])
+    torch.testing.assert_close(a.Y["a"][:20], b.Y["a"][:20])
+
+
+# --------------------------------------------------------------------------- splits
+def test_stimulus_folds_are_the_align_folds():
+    """The encoder tests each stimulus in the fold where ridge tests it."""
+    from brainhead.align.scores import average_repeats
+
+    rng = np.random.default_rng(1)
+    stims = np.array([f"s{i:02d}" for i in range(40)])
+    trial_stim = np.concatenate([rng.permutation(stims), rng.permutation(stims)])
+    trial_group = np.repeat(["r1", "r2", "r3", "r4"], 20)
+    folds = stimulus_folds(trial_stim, trial_group)
+    _, uniq, group, _ = average_repeats(np.zeros((80, 1)), trial_stim, trial_group)
+    groups = leakage_free_groups(uniq, group)
+    for k, (train, test) in enumerate(outer_folds(groups)):
+        assert {folds[s] for s in uniq[test]} == {k}
+        assert not set(uniq[train]) & set(uniq[test])
+
+
+def test_joint_folds_keep_each_stimulus_on_one_side_for_every_subject():
+    ids = [f"s{i:02d}" for i in range(30)]
+    same = {"a": stimulus_folds(ids, np.arange(30) % 10), "b": stimulus_folds(ids, np.arange(30) % 10)}
+    folds, unmatched = joint_folds(same)
+    assert unmatched == [] and folds == same["a"]
+    # subjects whose own splits disagree get one study-level split
+    other = {"a": stimulus_folds(ids, np.arange(30) % 10),
+             "b": stimulus_folds(ids[::-1], np.arange(30) // 10)}
+    folds, unmatched = joint_folds(other, seed=4)
+    assert unmatched  # their own ridge folds differ from the shared one
+    assert set(folds) == set(ids) and len(set(folds.values())) == 5
+    for k in range(5):
+        test = {s for s, f in folds.items() if f == k}
+        train = set(ids) - test
+        check_disjoint(train, test)
+
+
+def test_check_disjoint_and_validation_split():
+    with pytest.raises(LeakageError, match="1 stimulus"):
+        check_disjoint(["a", "b"], ["b", "c"], where="sub-01 fold 2")
+    train = [f"s{i}" for i in range(40)]
+    fit, val = validation_split(train, 0.25, seed=1)
+    assert len(val) == 10 and not set(fit) & set(val) and set(fit) | set(val) == set(train)
+    assert validation_split(train[::-1], 0.25, seed=1) == (fit, val)
+    assert validation_split(train, 0.25, seed=2)[1] != val
+
+
+def test_experiment_split_raises_on_a_leaking_assignment(tmp_path):
+    exp = _experiment(tmp_path, n_stimuli=30, n_targets=(6, 8))
+    exp.folds = dict(exp.folds)
+    train, test = exp.split(0)
+    assert not set(train["00"]) & set(test["00"])
+    # a corrupted split that puts a stimulus on both sides for different subjects
+    from brainhead.train.data import check_split
+
+    with pytest.raises(LeakageError):
+        check_split({"00": train["00"]}, {"01": train["00"][:1]}, where="test")
+
+
+# --------------------------------------------------------------------------- experiment
+def _experiment(tmp_path, *, n_stimuli=60, n_targets=(20, 30, 25), rank=4, noise=0.5, seed=0,
+                params=None, epochs=12, dim=12):
+    rng = np.random.default_rng(seed)
+    n_layers = 4
+    base = rng.standard_normal((n_stimuli, dim))
+    feats = np.stack([base + 0.5 * rng.standard_normal((n_stimuli, dim))
+                      for _ in range(n_layers)])
+    ids = np.array([f"s{i:03d}" for i in range(n_stimuli)])
+    planted = {"p": 1, "a": 3}
+    bases = shared_bases(feats, planted, rank, seed) if rank else None
+    subjects = {}
+    for k, nt in enumerate(n_targets):
+        regions = np.array(["p", "a"])[np.arange(nt) * 2 // nt]
+        sub_rng = np.random.default_rng([seed, k])
+        Y = planted_responses(feats, regions, planted, sub_rng, shared_bases=bases)
+        Y = Y + noise * sub_rng.standard_normal(Y.shape)
+        subjects[f"0{k}"] = _subject(f"0{k}", Y, ids, regions, np.arange(n_stimuli) % 5)
+    cfg = TrainConfig(max_epochs=epochs, patience=4, batch_size=16, progress=False, seed=seed)
+    p = {"d_model": 8, "n_sampled_targets": 16, "transfer_fractions": [0.25, 1.0],
+         "crowd_fractions": [1.0, 0.25], **(params or {})}
+    rand = np.random.default_rng(99).standard_normal(feats.shape)
+    return VoxelEncoderExperiment(subjects, {"trained": feats, "random": rand}, ids,
+                                  tmp_path / "out", p, cfg)
+
+
+def test_transfer_trains_only_the_new_subject(tmp_path):
+    exp = _experiment(tmp_path)
+    rows = exp.transfer()
+    assert exp.checks["frozen_max_change"] == 0.0
+    methods = {(r["fraction"], r["method"]) for r in rows}
+    assert methods == {(0.25, "transfer"), (0.25, "alone"), (1.0, "transfer"), (1.0, "alone")}
+    assert {r["subject"] for r in rows} == {exp.transfer_subject}
+    runs = {r["run"] for r in exp.runs}
+    assert "transfer/base" in runs and "transfer/0.25/transfer" in runs
+
+
+def test_cross_validation_scores_every_stimulus_once(tmp_path):
+    exp = _experiment(tmp_path, n_targets=(10, 14))
+    cv = exp.cross_validate()
+    assert set(cv) == {"trained", "random"}
+    for control, per in cv.items():
+        for s, res in per.items():
+            sub = exp.subjects[s]
+            assert res["pred"].shape == sub.Y.shape and np.isfinite(res["pred"]).all()
+            assert res["r"].shape == (sub.n_targets,)
+            assert len(res["r_folds"]) == exp.n_folds
+            np.testing.assert_allclose(res["attn"].sum(1), 1.0, rtol=1e-5)
+    trained = np.mean([per["r"].mean() for per in cv["trained"].values()])
+    random = np.mean([per["r"].mean() for per in cv["random"].values()])
+    assert trained > 0.3 and trained > random + 0.2, (trained, random)
+
+
+def test_crowd_runs_joint_and_per_subject_models(tmp_path):
+    """The crowd comparison trains one joint model and one model per subject per fraction,
+    and reuses cross-validation's fold-0 model at fraction 1 (same definition)."""
+    exp = _experiment(tmp_path, n_targets=(10, 12))
+    exp.cross_validate()
+    n_before = len(exp.runs)
+    rows = exp.crowd()
+    runs = exp.runs[n_before:]
+    assert {r["run"] for r in runs} == {"crowd/1.0/joint", "crowd/0.25/joint",
+                                        "crowd/1.0/single-00", "crowd/1.0/single-01",
+                                        "crowd/0.25/single-00", "crowd/0.25/single-01"}
+    reused = {r["run"]: r.get("reused", False) for r in runs}
+    assert reused["crowd/1.0/joint"] and not reused["crowd/0.25/joint"]
+    n_stim = {(r["subject"], r["fraction"]) for r in rows}
+    assert n_stim == {(s, f) for s in ("00", "01") for f in (1.0, 0.25)}
+
+
+# --------------------------------------------------------------------------- specs
+@pytest.mark.parametrize("train, message", [
+    ({"famillies": ["voxel_xattn"]}, "unknown key 'train.famillies'"),
+    ({"max_epochs": "ten"}, "key 'train.max_epochs'"),
+    ({"families": ["voxel_attn"]}, "key 'train.families.0'"),
+    ({"voxel_xattn": {"d_model": 10, "n_heads": 3}}, "key 'train.voxel_xattn.n_heads'"),
+    ({"model": "gpt"}, "key 'train.model'"),
+])
+def test_train_section_errors_name_file_and_key(tmp_path, train, message):
+    import shutil
+
+    import yaml
+
+    from brainhead.specs import SpecError, load_study
+
+    from conftest import DEMO
+
+    study = tmp_path / "demo"
+    shutil.copytree(DEMO, study)
+    cfg = yaml.safe_load((study / "study.yaml").read_text())
+    cfg["train"] = train
+    (study / "study.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SpecError) as err:
+        load_study(study)
+    text = str(err.value)
+    assert message in text and "study.yaml" in text, text
+
+
+def test_subject_train_keys(tmp_path):
+    import shutil
+
+    from brainhead.specs import SpecError, load_study
+
+    from conftest import DEMO
+
+    study = tmp_path / "demo"
+    shutil.copytree(DEMO, study)
+    for sub in ("f01", "f02"):
+        path = study / "subjects" / f"sub-{sub}.yaml"
+        path.write_text(path.read_text() + "train:\n  transfer_holdout: true\n")
+    with pytest.raises(SpecError, match="sub-f02.yaml: subject 'f02': key 'train.transfer_holdout'"):
+        load_study(study)
+    path = study / "subjects" / "sub-f02.yaml"
+    path.write_text(path.read_text().replace("transfer_holdout: true", "include: maybe"))
+    with pytest.raises(SpecError, match="key 'train.include'"):
+        load_study(study)
