@@ -77,6 +77,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ridge import _proc_status  # noqa: E402 - the ridge benchmark's /proc reader
+
 ROOT = Path(__file__).resolve().parents[1]
 N_LAYERS, DIM = 7, 384
 #: The study's ``train.voxel_xattn`` defaults (brainhead.train.voxel.DEFAULTS).
@@ -135,18 +138,6 @@ def step_flops(B: int, S: int, L: int = N_LAYERS, D: int = DIM, d: int = 32, H: 
 
 
 # --------------------------------------------------------------------------- memory
-def _proc_status(field: str) -> int | None:
-    """A ``/proc/self/status`` size field in bytes (Linux), else None."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
 def reset_peak_rss() -> None:
     """Set the resident high-water mark to the current resident size (Linux >= 4.0)."""
     try:

@@ -7,15 +7,22 @@ import json
 import sys
 
 
-def _cmd_validate(args) -> int:
+def _load_study(path):
+    """The study at ``path``, or None after printing every problem of its spec."""
     from .specs import SpecError, load_study
 
     try:
-        study = load_study(args.study)
+        return load_study(path)
     except SpecError as err:
         print(f"{len(err.problems)} problem(s) found:", file=sys.stderr)
         for problem in err.problems:
             print(f"  - {problem}", file=sys.stderr)
+        return None
+
+
+def _cmd_validate(args) -> int:
+    study = _load_study(args.study)
+    if study is None:
         return 1
     counts = {m: len(study.by_modality(m)) for m in ("eeg", "seeg", "fmri")}
     print(f"study '{study.name}' is valid: {len(study.subjects)} subjects "
@@ -50,15 +57,10 @@ def _cmd_inspect(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from .specs import SpecError, load_study
     from .train.jobs import train_family
 
-    try:
-        study = load_study(args.study)
-    except SpecError as err:
-        print(f"{len(err.problems)} problem(s) found:", file=sys.stderr)
-        for problem in err.problems:
-            print(f"  - {problem}", file=sys.stderr)
+    study = _load_study(args.study)
+    if study is None:
         return 1
     summary = train_family(args.family, study, args.modality, args.responses, args.features,
                            args.out, threads=args.threads)
