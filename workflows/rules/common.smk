@@ -14,6 +14,7 @@ from brainhead.preprocess import preprocess_subject
 from brainhead.report import make_report
 from brainhead.simulate import simulate_study
 from brainhead.specs import SCHEMA_DIR, SpecError, load_study
+from brainhead.train.jobs import OUTPUTS as TRAIN_OUTPUTS, family_modalities, train_subjects
 
 
 def step(log, func, *args, threads=None, **kwargs):
@@ -73,3 +74,18 @@ def subject_inputs(wildcards):
     if "dataset" in spec.source:
         return [spec.source["root"]]
     return [spec.source["bids_root"]] if "bids_root" in spec.source else spec.source["files"]
+
+
+# Training (workflows/rules/train.smk): which families train on which modalities.
+TRAIN = STUDY.config["train"]
+TRAIN_MODEL = TRAIN["model"] or MODELS[0]
+# Ask a cluster for GPUs only when training may use them (train.device: cpu asks none).
+TRAIN_GPUS = 0 if TRAIN["device"] == "cpu" else (
+    TRAIN["devices"] if isinstance(TRAIN["devices"], int) else 1)
+VOXEL_MODALITIES = family_modalities(STUDY, "voxel_xattn")
+
+
+def train_outputs():
+    """Every training output that the report reads."""
+    return expand(f"{RESULTS}/models/voxel_xattn/{{modality}}/{{name}}",
+                  modality=VOXEL_MODALITIES, name=TRAIN_OUTPUTS["voxel_xattn"])

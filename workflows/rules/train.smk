@@ -2,22 +2,7 @@
 # pooled over that modality's subjects, on the same outer folds as ridge encoding.
 # Each job runs in its own process (`brainhead train`), so that its device, threads and
 # random state are its own; it resumes from its last checkpoint when rerun after a kill.
-import sys
-
-from brainhead.train.jobs import OUTPUTS as TRAIN_OUTPUTS, family_modalities, train_subjects
-
-TRAIN = STUDY.config["train"]
-TRAIN_MODEL = TRAIN["model"] or MODELS[0]
-# Ask a cluster for GPUs only when training may use them (train.device: cpu asks none).
-TRAIN_GPUS = 0 if TRAIN["device"] == "cpu" else (
-    TRAIN["devices"] if isinstance(TRAIN["devices"], int) else 1)
-VOXEL_MODALITIES = family_modalities(STUDY, "voxel_xattn")
-
-
-def train_outputs():
-    """Every training output that the report reads."""
-    return expand(f"{RESULTS}/models/voxel_xattn/{{modality}}/{{name}}",
-                  modality=VOXEL_MODALITIES, name=TRAIN_OUTPUTS['voxel_xattn'])
+# TRAIN, TRAIN_MODEL, TRAIN_GPUS and train_outputs() are defined in common.smk.
 
 
 rule train_voxel_xattn:
@@ -37,6 +22,8 @@ rule train_voxel_xattn:
         f"{RESULTS}/benchmarks/train/voxel_xattn_{{modality}}.tsv"
     wildcard_constraints:
         modality="eeg|seeg|fmri",
+    conda:
+        "../../environment.yml"
     threads: 1
     resources:
         gpu=TRAIN_GPUS,
