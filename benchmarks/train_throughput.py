@@ -205,6 +205,14 @@ def _precision(device_type: str, precision: str) -> str:
 
 
 # --------------------------------------------------------------------------- bare loop
+def optimizers_of(net) -> list:
+    """The optimisers that training uses for ``net`` (EncoderModule.configure_optimizers):
+    AdamW for shared parameters, SparseAdam for per-target tables (sparse gradients)."""
+    from brainhead.train.modules import EncoderModule
+
+    return EncoderModule(net, lr=LR, weight_decay=WEIGHT_DECAY).configure_optimizers()
+
+
 def _bare_child(size: dict, opts: dict, queue) -> None:
     try:
         queue.put(measure_size(size, **opts))
@@ -238,14 +246,15 @@ def measure_size(size: dict, *, device: str, precision: str, steps: int, batch_s
     # Baseline: libraries imported and their code paged in by a tiny model's training
     # steps, thread pools started, GEMM buffers freed.
     tiny = VoxelCrossAttention({"tiny": 8}, [DIM] * N_LAYERS, **MODEL).to(dev)
-    tiny_opt = torch.optim.AdamW(tiny.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
-    for targets in (None, torch.arange(4, device=dev)):
+    tiny_opts = optimizers_of(tiny)
+    for targets in (torch.arange(8, device=dev), torch.arange(4, device=dev)):
         with autocast():
             out = tiny(torch.randn(2, N_LAYERS, DIM, device=dev), "tiny", targets)
         out.float().square().mean().backward()
-        tiny_opt.step()
-        tiny_opt.zero_grad(set_to_none=True)
-    del tiny, tiny_opt, out
+        for o in tiny_opts:
+            o.step()
+            o.zero_grad(set_to_none=True)
+    del tiny, tiny_opts, out
     release_freed_memory()
     if cuda:
         torch.cuda.empty_cache()
@@ -261,7 +270,7 @@ def measure_size(size: dict, *, device: str, precision: str, steps: int, batch_s
     responses = {s: torch.randn(n_stim, n, generator=gen) for s, n in n_targets.items()}
     torch.manual_seed(seed)
     net = VoxelCrossAttention(n_targets, [DIM] * N_LAYERS, **MODEL).to(dev).train()
-    opt = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    opts = optimizers_of(net)
     subjects = sorted(n_targets)
     B = min(batch_size, n_stim)
 
@@ -271,11 +280,12 @@ def measure_size(size: dict, *, device: str, precision: str, steps: int, batch_s
         rows = torch.randperm(n_stim, generator=gen)[:B]
         x = features[rows]
         y = responses[subject][rows]
-        targets = None
+        # as EncoderModule.training_step: targets are always indexed (sparse gradients)
+        targets = torch.arange(n_t)
         if n_sampled_targets < n_t:
             targets = torch.randperm(n_t, generator=gen)[:n_sampled_targets].sort().values
             y = y[:, targets]
-            targets = targets.to(dev)
+        targets = targets.to(dev)
         return subject, x.to(dev), y.to(dev), targets
 
     def run(first: int, n: int, phases: bool) -> tuple[float, dict, int, float]:
@@ -302,8 +312,9 @@ def measure_size(size: dict, *, device: str, precision: str, steps: int, batch_s
             t = mark("forward", t)
             loss.backward()
             t = mark("backward", t)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            for o in opts:
+                o.step()
+                o.zero_grad(set_to_none=True)
             t = mark("optimiser", t)
             S = y.shape[1]
             samples += B * S

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 from einops import rearrange
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["VoxelCrossAttention"]
@@ -62,6 +63,9 @@ class VoxelCrossAttention(nn.Module):
         the stimulus. On simulated data with a planted layer per region, token keys left
         the attention within 0.02 of uniform after training (content dominates the
         keys); layer keys learn the planted layers.
+    sparse_targets : bool
+        Sparse gradients for the per-target embeddings and read-outs when ``targets``
+        are given (train them with a sparse optimiser such as ``torch.optim.SparseAdam``).
 
     Notes
     -----
@@ -76,7 +80,8 @@ class VoxelCrossAttention(nn.Module):
 
     def __init__(self, n_targets: Mapping[str, int], layer_dims: Sequence[int], *,
                  d_model: int = 64, n_heads: int = 4, dropout: float = 0.1,
-                 shared_projection: bool = True, keys: str = "layer"):
+                 shared_projection: bool = True, keys: str = "layer",
+                 sparse_targets: bool = False):
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model ({d_model}) must be a multiple of n_heads ({n_heads})")
@@ -87,6 +92,7 @@ class VoxelCrossAttention(nn.Module):
         if keys not in ("layer", "token"):
             raise ValueError(f"keys must be 'layer' or 'token', got {keys!r}")
         self.keys = keys
+        self.sparse_targets = bool(sparse_targets)
         self.shared_projection = bool(shared_projection)
         if self.shared_projection and len(set(self.layer_dims)) > 1:
             raise ValueError(f"a shared projection needs layers of one width, got "
@@ -133,7 +139,7 @@ class VoxelCrossAttention(nn.Module):
         # features, and only then does the shared part receive aligned gradients.
         self.queries[subject] = nn.Parameter(torch.zeros(int(n_targets), d))
         self.readout_w[subject] = nn.Parameter(torch.zeros(int(n_targets), d))
-        self.readout_b[subject] = nn.Parameter(torch.zeros(int(n_targets)))
+        self.readout_b[subject] = nn.Parameter(torch.zeros(int(n_targets), 1))
 
     def subject_parameters(self, subject: str) -> list[nn.Parameter]:
         """The parameters that belong to ``subject`` alone."""
@@ -198,7 +204,12 @@ class VoxelCrossAttention(nn.Module):
         query = self.queries[subject]
         w, b = self.readout_w[subject], self.readout_b[subject]
         if targets is not None:
-            query, w, b = query[targets], w[targets], b[targets]
+            # Sparse gradients: a step touches the rows of the sampled targets only, so
+            # its memory does not grow with the subject's number of targets.
+            query = F.embedding(targets, query, sparse=self.sparse_targets)
+            w = F.embedding(targets, w, sparse=self.sparse_targets)
+            b = F.embedding(targets, b, sparse=self.sparse_targets)
+        b = b.squeeze(1)
         h = self.n_heads
         q = rearrange(self.to_q(query), "s (h e) -> s h e", h=h)
         v = self.dropout(rearrange(self.to_v(tok), "b l (h e) -> b l h e", h=h))

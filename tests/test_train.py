@@ -79,7 +79,8 @@ def test_add_subject_and_freeze_shared_leave_others_alone():
     after = net.state_dict()
     for key, value in before.items():
         assert torch.equal(after[key], value), key
-    assert not torch.equal(after["readout_b.new"], torch.zeros(9))
+    assert after["readout_b.new"].shape == (9, 1)
+    assert not torch.equal(after["readout_b.new"], torch.zeros(9, 1))
     with pytest.raises(ValueError, match="already has targets"):
         net.add_subject("a", 3)
 

@@ -52,8 +52,7 @@ FAMILY = "voxel_xattn"
 
 #: Defaults of the study's ``train.voxel_xattn`` section (the schema repeats them).
 DEFAULTS = {"d_model": 32, "n_heads": 1, "dropout": 0.1, "n_sampled_targets": 4096,
-            "cosine_weight": 0.0, "subject_lr_scale": 3.0, "subject_weight_decay": 1e-4,
-            "n_components": None,
+            "cosine_weight": 0.0, "subject_lr_scale": 3.0, "n_components": None,
             "keys": "layer", "transfer": True, "transfer_fractions": [0.1, 0.25, 0.5, 1.0],
             "crowd": True, "crowd_fractions": [1.0, 0.25]}
 
@@ -98,7 +97,7 @@ class VoxelEncoderExperiment:
         ident["features"] = {k: zlib.crc32(np.ascontiguousarray(v).tobytes())
                              for k, v in features.items()}
         model_keys = ("d_model", "n_heads", "dropout", "n_sampled_targets", "cosine_weight",
-                      "subject_lr_scale", "subject_weight_decay", "n_components", "keys")
+                      "subject_lr_scale", "n_components", "keys")
         self.identity = spec_hash({"data": ident, "model": {k: self.params[k] for k in model_keys},
                                    "train": {k: v for k, v in vars(cfg).items()
                                              if k not in ("progress", "device")}})
@@ -166,8 +165,7 @@ class VoxelEncoderExperiment:
             trainable = [new_subject]
         module = EncoderModule(net, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay,
                                cosine_weight=self.params["cosine_weight"], trainable=trainable,
-                               subject_lr_scale=self.params["subject_lr_scale"],
-                               subject_weight_decay=self.params["subject_weight_decay"])
+                               subject_lr_scale=self.params["subject_lr_scale"])
         before = None if base is None else copy.deepcopy(base.state_dict())
         train_loader = loader(data, fit, batch_size=self.cfg.batch_size,
                               n_sampled_targets=self.params["n_sampled_targets"], shuffle=True,
