@@ -10,6 +10,14 @@ responses, never to the predictors, so any scorer can be tested with
   which keeps the autocorrelation within blocks (time series);
 - ``"circular"``: each run is circularly shifted by a random lag, which keeps all
   autocorrelation except across the wrap point.
+
+Many draws at once: the alignment scores (:mod:`~brainhead.align.scores`) standardise
+the data once and score all draws of a fold as array operations, in blocks of
+:data:`NULL_BLOCK_ELEMENTS` so that memory does not grow with the number of draws:
+:func:`permuted_column_dots` (Pearson r under every permutation of the rows),
+:func:`counts_from_indices` with ``_weighted_r`` (Pearson r of every bootstrap draw
+from weighted moments) and :class:`PairPermutations` (RDM and Gram-matrix comparisons
+under every permutation of the stimuli).
 """
 
 from __future__ import annotations
@@ -260,9 +268,9 @@ def _weighted_r(W: np.ndarray, A: np.ndarray, B: np.ndarray) -> np.ndarray:
     """Pearson r per column for each row of resampling counts W (n_boot, n) -> (n_boot, t).
 
     Row ``b`` of the result is the Pearson r of the rows of ``A`` and ``B`` repeated
-    ``W[b]`` times (a bootstrap resample given as counts), from weighted moments: three
-    matrix products per array instead of one resampled copy per draw. Centre ``A`` and
-    ``B`` first (on all rows) to keep the moment sums accurate.
+    ``W[b]`` times (a bootstrap resample given as counts), from weighted moments: five
+    matrix products for all draws instead of one resampled copy per draw. Centre ``A``
+    and ``B`` first (on all rows) to keep the moment sums accurate.
     """
     n = W.sum(1, keepdims=True)
     ma, mb = W @ A / n, W @ B / n
