@@ -22,15 +22,16 @@ rule train_voxel_xattn:
         f"{RESULTS}/benchmarks/train/voxel_xattn_{{modality}}.tsv"
     wildcard_constraints:
         modality="eeg|seeg|fmri",
-    conda:
-        "../../environment.yml"
     threads: 1
     resources:
         gpu=TRAIN_GPUS,
         mem_mb=6000,
         runtime=120,
-    shell:
-        "BRAINHEAD_NO_PROGRESS=${{BRAINHEAD_NO_PROGRESS:-1}} {params.python} -m brainhead.cli "
-        "train voxel_xattn --study {params.study:q} --modality {wildcards.modality} "
-        "--features {input.features:q} --out {params.out:q} --threads {threads} "
-        "{input.responses:q} > {log:q} 2>&1"
+    run:
+        # shell(): its own process, for its own device, threads and random state
+        shell(
+            "BRAINHEAD_NO_PROGRESS=${{BRAINHEAD_NO_PROGRESS:-1}} {params.python} -m brainhead.cli "
+            "train voxel_xattn --study {params.study:q} --modality {wildcards.modality} "
+            "--features {input.features:q} --out {params.out:q} --threads {threads} "
+            "{input.responses:q} > {log:q} 2>&1"
+        )
