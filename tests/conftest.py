@@ -14,13 +14,18 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 os.environ.setdefault("BRAINHEAD_NO_PROGRESS", "1")
 
 
-def pytest_configure(config):
-    """One torch thread in the test process: the training tests take many small steps,
-    and two threads on a 2-core machine that also runs subprocesses wait on each other
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread while a training test runs: many small steps on a 2-core
+    machine that also runs subprocesses, where two threads wait on each other
     (measured: 13x slower per step, benchmarks/train_throughput.py --threads)."""
     import torch
 
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 needs_shared_data = pytest.mark.skipif(
     not SHARED_DATA.is_dir(), reason="../shared/data (real recordings) is absent"

@@ -25,6 +25,8 @@ from brainhead.train.trainer import TrainConfig
 from brainhead.train.voxel import VoxelEncoderExperiment
 from encoders.voxel_xattn import VoxelCrossAttention
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 # --------------------------------------------------------------------------- the model
 def test_encoder_shapes_with_different_target_counts():

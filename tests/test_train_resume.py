@@ -39,6 +39,8 @@ MAX_EPOCHS = 8
 PARAMS = {"d_model": 16, "n_heads": 2, "dropout": 0.1, "n_sampled_targets": 16}
 CHILD_TIMEOUT = 300  # seconds; a training process that takes longer has hung
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 # ---------------------------------------------------------------------------- the study
 def synthetic_subjects(n_stimuli: int = 64):
