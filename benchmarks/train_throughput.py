@@ -10,7 +10,7 @@ Usage::
 
 Trains :class:`encoders.voxel_xattn.VoxelCrossAttention` (the study's default settings:
 ``d_model`` 32, one head, dropout 0.1, layer keys) on synthetic features and responses
-with a bare loop (forward, MSE, backward, AdamW step), one batch of one subject per
+with a bare loop (forward, MSE, backward, and the optimisers of training: AdamW for shared parameters, SparseAdam for the sampled rows of per-target tables), one batch of one subject per
 step: ``--batch-size`` stimuli and ``--n-sampled-targets`` of the subject's targets
 drawn at random, the way :class:`brainhead.train.data.StimulusBatches` plans batches,
 with the responses gathered the way :class:`brainhead.train.data.EncodingBatches`
@@ -478,7 +478,7 @@ def print_bare(results: list[dict]) -> None:
     """Throughput and memory tables of the bare-loop measurements."""
     first = results[0]
     print(f"\nbare loop on {first['device']} ({first['precision']}, "
-          f"{first['threads']} threads): forward + MSE + backward + AdamW, "
+          f"{first['threads']} threads): forward + MSE + backward + AdamW/SparseAdam, "
           f"batch {first['batch']} stimuli")
     head = (f"{'size':>6} {'subj x targets':>15} {'S/step':>6} {'steps':>5} {'ms/step':>8} "
             f"{'samples/s':>11} {'data':>6} {'fwd':>6} {'bwd':>6} {'optim':>6} "
@@ -517,7 +517,7 @@ def print_bare(results: list[dict]) -> None:
             line += f" {_mib(r['rss_resident']):>9} {_mib(r['rss_step']):>9}"
         print(line)
     shares = ", ".join(f"{r['name']} {r['subject_params'] / r['params']:.0%}" for r in results)
-    print("(state = float32 parameters + AdamW moments + responses + features, counted; "
+    print("(state = float32 parameters + Adam moments + responses + features, counted; "
           f"params = parameters, of which per-subject: {shares})")
 
 
