@@ -78,7 +78,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ridge import _proc_status  # noqa: E402 - the ridge benchmark's /proc reader
+from ridge import _proc_status  # noqa: E402 - the ridge benchmark's /proc helpers
+from ridge import _reset_peak as reset_peak_rss  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 N_LAYERS, DIM = 7, 384
@@ -138,15 +139,6 @@ def step_flops(B: int, S: int, L: int = N_LAYERS, D: int = DIM, d: int = 32, H: 
 
 
 # --------------------------------------------------------------------------- memory
-def reset_peak_rss() -> None:
-    """Set the resident high-water mark to the current resident size (Linux >= 4.0)."""
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
-            fh.write("5")
-    except OSError:
-        pass
-
-
 def peak_rss() -> int:
     """Resident high-water mark of this process in bytes (since the last reset)."""
     hwm = _proc_status("VmHWM")
