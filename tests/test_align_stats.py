@@ -176,8 +176,9 @@ def _loop_reference(Y, stim_id, group, regions, features, rows_map, seed):
     alphas = np.logspace(-1, 4, 6)
     for control, F in features.items():
         for layer in range(N_LAYERS):
-            X = F[layer][[rows_map[s] for s in stims]]
-            fit = fit_layer(X, Y, folds, groups, alphas, 3, "loo")
+            X = F[layer][[rows_map[s] for s in stims]].astype(np.float64)
+            # score_responses fits ridge in float32 and computes everything else in float64
+            fit = fit_layer(X.astype(np.float32), Y, folds, groups, alphas, 3, "loo")
             pred = fit.pred.astype(np.float64)
             exceed = np.zeros(fit.r_folds.shape)
             region_exceed = {key: np.zeros(len(folds)) for key in masks}
