@@ -41,10 +41,38 @@ def _cmd_simulate(args) -> int:
     return 0
 
 
+def _inspect_problem(path: str) -> str | None:
+    """Why ``path`` cannot be inspected (missing, a folder, not HDF5), or None."""
+    from pathlib import Path
+
+    target = Path(path)
+    if not target.exists():
+        return f"{path}: file not found"
+    if target.is_dir():
+        return f"{path}: is a directory; name an HDF5 artifact (responses.h5, features/*.h5)"
+    try:
+        with open(target, "rb") as fid:
+            head = fid.read(8)
+    except OSError as err:
+        return f"{path}: cannot be read: {err.strerror or err}"
+    if head != b"\x89HDF\r\n\x1a\n":
+        return (f"{path}: not an HDF5 file (brainhead artifacts are HDF5: responses.h5, "
+                "features/*.h5, align/*.h5)")
+    return None
+
+
 def _cmd_inspect(args) -> int:
     from .io.store import read_attrs, read_responses
 
-    attrs = read_attrs(args.path)
+    problem = _inspect_problem(args.path)
+    if problem is None:
+        try:
+            attrs = read_attrs(args.path)
+        except OSError as err:  # a damaged HDF5 file
+            problem = f"{args.path}: cannot be read as HDF5: {err}"
+    if problem is not None:
+        print(f"brainhead inspect: {problem}", file=sys.stderr)
+        return 1
     if attrs.get("brainhead_step") == "preprocess":
         table = read_responses(args.path)
         print(f"sub-{table.subject} ({table.modality}): {len(table.targets)} targets")

@@ -11,6 +11,7 @@ reported with the file, the subject and the key.
 from __future__ import annotations
 
 import copy
+import math
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -176,12 +177,364 @@ def _schema_problems(instance: Any, schema: dict, where: str) -> list[str]:
     return problems
 
 
+#: Most values a spec file may hold once its YAML aliases are expanded. Real specs hold
+#: a few hundred; an alias "bomb" (anchors nesting anchors) holds billions.
+MAX_YAML_VALUES = 100_000
+
+
+def _who(path: Path) -> str:
+    """``<file>`` for a study file, ``<file>: subject '<id>'`` (from its name) otherwise."""
+    stem = path.name.split(".")[0]
+    if stem.startswith("sub-"):
+        return f"{_rel(path)}: subject '{stem[4:]}'"
+    return _rel(path)
+
+
+def _expanded_size(node, memo: dict) -> int:
+    """Number of values a composed YAML node stands for once aliases are expanded."""
+    key = id(node)
+    if key not in memo:
+        memo[key] = 1  # a node met again while being counted counts once
+        if isinstance(node, yaml.MappingNode):
+            memo[key] = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo)
+                                for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            memo[key] = 1 + sum(_expanded_size(v, memo) for v in node.value)
+    return memo[key]
+
+
+def _duplicate_keys(node, seen: set, trail: str = "") -> list[tuple[str, int, int]]:
+    """``(key path, line, first line)`` of every key given twice in one mapping."""
+    if id(node) in seen:
+        return []
+    seen.add(id(node))
+    found = []
+    if isinstance(node, yaml.MappingNode):
+        first: dict[tuple[str, str], int] = {}
+        for k, v in node.value:
+            name = k.value if isinstance(k, yaml.ScalarNode) else None
+            if name is not None and k.tag != "tag:yaml.org,2002:merge":
+                full = f"{trail}.{name}" if trail else str(name)
+                ident = (k.tag, name)
+                if ident in first:
+                    found.append((full, k.start_mark.line + 1, first[ident]))
+                else:
+                    first[ident] = k.start_mark.line + 1
+                found += _duplicate_keys(v, seen, full)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            found += _duplicate_keys(v, seen, f"{trail}.{i}" if trail else str(i))
+    return found
+
+
 def _read_yaml(path: Path) -> tuple[Any, list[str]]:
+    """Parse a spec file safely: UTF-8, no duplicate keys, no alias bombs.
+
+    Returns the data and a list of problems (empty when the file was read). Nothing is
+    constructed from a file that fails a check, and no exception escapes.
+    """
+    who = _who(path)
     try:
-        with open(path) as fid:
-            return yaml.safe_load(fid), []
+        if path.is_dir():
+            return None, [f"{who}: is a directory, not a YAML file"]
+        data = path.read_bytes()
+    except OSError as err:  # a symlink loop, a dangling link, no permission ...
+        reason = err.strerror or str(err)
+        if not path.exists() and path.is_symlink():
+            reason = f"{reason} (a symbolic link whose target is missing or loops)"
+        return None, [f"{who}: cannot be read: {reason}"]
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        return None, [f"{who}: not UTF-8 text: byte 0x{data[err.start]:02x} on line "
+                      f"{line}; save the file as UTF-8"]
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, []
+        size = _expanded_size(node, {})
+        if size > MAX_YAML_VALUES:
+            return None, [f"{who}: its YAML aliases expand to {size:.3g} values, more than "
+                          f"the {MAX_YAML_VALUES} a spec may hold; write the values out "
+                          "instead of nesting anchors"]
+        dups = _duplicate_keys(node, set())
+        if dups:
+            return None, [f"{who}: key '{key}': given twice (lines {first} and {line}); "
+                          "YAML would silently keep the last: remove one"
+                          for key, line, first in dups]
+        return loader.construct_document(node), []
     except yaml.YAMLError as err:
-        return None, [f"{_rel(path)}: not valid YAML: {err}"]
+        return None, [f"{who}: not valid YAML: {err}"]
+    finally:
+        loader.dispose()
+
+
+def _non_finite(value: Any, trail: str = "") -> list[tuple[str, float]]:
+    """``(key path, value)`` of every NaN or infinite number in a parsed spec."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [(trail or "<top level>", value)]
+    if isinstance(value, dict):
+        return [hit for k, v in value.items()
+                for hit in _non_finite(v, f"{trail}.{k}" if trail else str(k))]
+    if isinstance(value, list):
+        return [hit for i, v in enumerate(value)
+                for hit in _non_finite(v, f"{trail}.{i}" if trail else str(i))]
+    return []
+
+
+def _finite_problems(raw: Any, where: str) -> list[str]:
+    return [f"{where}: key '{key}': {value} is not a finite number (NaN and infinity are "
+            "never valid settings)" for key, value in _non_finite(raw)]
+
+
+# --------------------------------------------------------------------------- meaning
+#: Montage names of MNE before 1.13 -> the names MNE 1.13 gives the same positions.
+MONTAGE_ALIASES = {
+    "standard_1005": "colin27_1005",
+    "standard_1020": "colin27_1020",
+    "standard_alphabetic": "colin27_alphabetic",
+    "standard_postfixed": "colin27_postfixed",
+    "standard_prefixed": "colin27_prefixed",
+    "standard_primed": "colin27_primed",
+}
+
+#: Extensions of recordings that brainhead reads, per modality (``source.files``).
+RECORDING_EXTENSIONS = {
+    "eeg": (".edf", ".bdf", ".vhdr", ".fif", ".fif.gz", ".set", ".gdf", ".csv", ".tsv"),
+    "seeg": (".edf", ".bdf", ".vhdr", ".fif", ".fif.gz", ".set", ".gdf", ".csv", ".tsv"),
+    "fmri": (".nii", ".nii.gz"),
+}
+
+#: Dataset adapters that hand over ready-cut epochs (tmin/tmax do not apply to them).
+_EPOCHED_DATASETS = ("deap", "seed", "dreamer")
+
+
+@lru_cache(maxsize=1)
+def builtin_montages() -> tuple[str, ...]:
+    """Names of MNE's built-in montages, read from its data folder (no MNE import)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mne")
+    if spec is not None and spec.submodule_search_locations:
+        folder = Path(list(spec.submodule_search_locations)[0]) / "channels" / "data" / "montages"
+        names = sorted(p.name.rsplit(".", 1)[0] for p in folder.glob("*.*")
+                       if p.suffix in (".elc", ".txt", ".csd", ".sfp", ".tsv"))
+        if names:
+            return tuple(names)
+    import mne  # pragma: no cover - an MNE whose montages live elsewhere
+
+    return tuple(mne.channels.get_builtin_montages())  # pragma: no cover
+
+
+def montage_name(name: str) -> str:
+    """A montage name with MNE's renamed built-ins (``standard_1005``) mapped to today's."""
+    return MONTAGE_ALIASES.get(name, name)
+
+
+def _is_montage_file(name: str) -> bool:
+    return ("/" in name or "." in name) and montage_name(name) not in builtin_montages()
+
+
+def _suggest(value: str, choices) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(value, list(choices), n=3, cutoff=0.5)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _window_problems(params: dict, keys: tuple[str, ...], where: str,
+                     span: tuple[float, float] | None, span_text: str | None = None
+                     ) -> list[str]:
+    """Windows must run forward and, for continuous recordings, lie inside tmin..tmax."""
+    problems = []
+    for key in keys:
+        window = params.get(key)
+        if window is None:
+            continue
+        t0, t1 = window
+        if not t0 < t1:
+            problems.append(f"{where}: key 'preprocess.{key}': the window {list(window)} s "
+                            "must start before it ends")
+        elif span is not None and (t0 < span[0] - 1e-9 or t1 > span[1] + 1e-9):
+            inside = span_text or (f"the epochs (preprocess.tmin {span[0]:g} to "
+                                   f"preprocess.tmax {span[1]:g} s)")
+            problems.append(f"{where}: key 'preprocess.{key}': the window {list(window)} s "
+                            f"is outside {inside}")
+    return problems
+
+
+def preprocess_problems(modality: str, params: dict, where: str, *,
+                        continuous: bool = True, prefix: str = "preprocess") -> list[str]:
+    """Meaning checks of one modality's (filled-in) preprocessing section.
+
+    Parameters
+    ----------
+    modality : {"eeg", "seeg", "fmri"}
+    params : dict
+        The section with defaults filled in.
+    where : str
+        ``<file>`` or ``<file>: subject '<id>'``, the start of every message.
+    continuous : bool
+        Whether the recordings are cut into epochs here (``tmin``/``tmax`` apply), as
+        opposed to datasets that ship epochs.
+    prefix : str
+        How keys are named in messages (``preprocess`` in a subject file,
+        ``preprocess.<modality>`` in study.yaml).
+    """
+    problems: list[str] = []
+
+    def say(key: str, text: str) -> None:
+        problems.append(f"{where}: key '{prefix}.{key}': {text}")
+
+    if modality == "fmri":
+        return problems
+    span = None
+    keys = ("window", "baseline") + (("de_baseline",) if modality == "eeg" else ())
+    fixed = modality == "eeg" and params.get("epoching") == "fixed"
+    if continuous and fixed:  # windows of fixed_length s from 0, no baseline applied
+        span, keys = (0.0, params["fixed_length"]), ("window", "de_baseline")
+        span_text = f"the fixed-length epochs (0 to preprocess.fixed_length {span[1]:g} s)"
+    elif continuous and (modality == "eeg" or params.get("epochs", True)):
+        if not params["tmin"] < params["tmax"]:
+            say("tmax", f"{params['tmax']:g} s is not after preprocess.tmin "
+                        f"{params['tmin']:g} s")
+        else:
+            span = (params["tmin"], params["tmax"])
+        span_text = None
+    problems += [p.replace("key 'preprocess.", f"key '{prefix}.", 1)
+                 for p in _window_problems(params, keys, where, span,
+                                           span_text if span else None)]
+    if modality == "seeg":
+        lo, hi = params["high_gamma"]
+        if not 0 <= lo < hi:
+            say("high_gamma", f"[{lo:g}, {hi:g}] Hz must have 0 <= low < high")
+        return problems
+    # EEG
+    montage = params.get("montage")
+    if isinstance(montage, str) and not _is_montage_file(montage):
+        known = builtin_montages()
+        if montage in MONTAGE_ALIASES and MONTAGE_ALIASES[montage] not in known:
+            say("montage", f"{montage!r} is an old MNE name, and this MNE lacks its new "
+                           f"name {MONTAGE_ALIASES[montage]!r} too")
+        elif montage not in known and montage not in MONTAGE_ALIASES:
+            say("montage", f"{montage!r} is not an MNE built-in montage (MNE names "
+                           f"{len(known)}, e.g. colin27_1020, colin27_1005, biosemi64)"
+                           f"{_suggest(montage, list(known) + list(MONTAGE_ALIASES))}; "
+                           "a montage file needs its extension")
+    event_id = params.get("event_id") or {}
+    not_text = [k for k in event_id if not isinstance(k, str)]
+    if not_text:
+        say("event_id", f"annotation names {not_text} are numbers but annotations are "
+                        f"text: quote them ({', '.join(repr(str(k)) for k in not_text)})")
+    l_freq, h_freq = params.get("l_freq"), params.get("h_freq")
+    if l_freq is not None and l_freq <= 0:
+        say("l_freq", f"{l_freq:g} Hz must be above 0 (null for no high-pass)")
+    if h_freq is not None and h_freq <= 0:
+        say("h_freq", f"{h_freq:g} Hz must be above 0 (null for no low-pass)")
+    if l_freq is not None and h_freq is not None and l_freq >= h_freq:
+        say("l_freq", f"{l_freq:g} Hz is not below preprocess.h_freq {h_freq:g} Hz (MNE "
+                      "would make a band-stop filter of it); swap them or set one to null")
+    nyquist = params["resample"] / 2 if params.get("resample") else None
+    if nyquist is not None and h_freq is not None and h_freq >= nyquist:
+        say("h_freq", f"{h_freq:g} Hz is not below the Nyquist frequency {nyquist:g} Hz of "
+                      f"preprocess.resample {params['resample']:g} Hz")
+    for name, (lo, hi) in params.get("bands", {}).items():
+        if not 0 <= lo < hi:
+            say(f"bands.{name}", f"[{lo:g}, {hi:g}] Hz must have 0 <= low < high")
+        elif nyquist is not None and hi > nyquist:
+            say(f"bands.{name}", f"[{lo:g}, {hi:g}] Hz reaches above the Nyquist frequency "
+                                 f"{nyquist:g} Hz of preprocess.resample "
+                                 f"{params['resample']:g} Hz")
+    return problems
+
+
+def _study_problems(config: dict, raw: dict, path: Path, root: Path, *,
+                    design: bool = True) -> list[str]:
+    """Meaning checks of a structurally valid study file (``design``: alignment's too)."""
+    from .io.readers import check_stimulus_table
+
+    where = _rel(path)
+    problems = []
+    # align
+    align = config["align"]
+    lo, hi, count = align["alphas_log10"]
+    if not lo < hi:
+        problems.append(f"{where}: key 'align.alphas_log10': [start, stop, count] = "
+                        f"{align['alphas_log10']} needs start < stop")
+    if count != int(count) or count < 2:
+        problems.append(f"{where}: key 'align.alphas_log10': the count {count!r} (third "
+                        "value) must be a whole number of at least 2")
+    # features models that name files
+    from .features import PACKAGED_MODELS
+
+    for i, model in enumerate(config["features"]["models"]):
+        mpath = model["path"]
+        if mpath in PACKAGED_MODELS:
+            continue
+        target = Path(mpath)
+        ok = (target.suffix == ".gguf" and target.is_file()) or (target / "config.json").is_file()
+        if not ok:
+            problems.append(
+                f"{where}: key 'features.models.{i}.path': {mpath!r} is neither a packaged "
+                f"model ({', '.join(PACKAGED_MODELS)}) nor a local model folder with "
+                "config.json nor a .gguf file (paths are relative to the working directory)")
+    # the design: enough distinct stimuli, repeats where a ceiling is asked for
+    n_stimuli = None
+    if "simulate" in config:
+        n_stimuli = config["simulate"]["n_stimuli"]
+        where_n = f"simulate.n_stimuli is {n_stimuli}"
+    elif "stimuli" in config and (root / config["stimuli"]).is_file():
+        table_problems, n_stimuli = check_stimulus_table(root / config["stimuli"])
+        problems += table_problems
+        where_n = f"the stimuli table {_rel(root / config['stimuli'])} has {n_stimuli}"
+    minimum = align["min_stimuli"]
+    if design and n_stimuli is not None and not any("stimuli table" in p for p in problems) and (
+            n_stimuli < minimum):
+        problems.append(
+            f"{where}: key 'align.min_stimuli': degenerate design: {where_n} distinct "
+            f"stimuli, fewer than align.min_stimuli = {minimum}; layer alignment needs "
+            "many distinct stimuli (a few conditions decode labels, they do not align "
+            "layers): add stimuli, or lower align.min_stimuli if you know why")
+    asked = raw.get("align", {}).get("ceiling")
+    if design and asked in ("split_half", "ncsnr") and "simulate" in config and (
+            config["simulate"]["n_repeats"] < 2):
+        problems.append(
+            f"{where}: key 'align.ceiling': degenerate design: a {asked} noise ceiling is "
+            "asked for but simulate.n_repeats is 1, so no stimulus repeats; set "
+            "simulate.n_repeats >= 2 or align.ceiling: auto")
+    return problems
+
+
+def _source_problems(source: dict, modality: str, where: str, root: Path) -> list[str]:
+    """Recording paths of a ``files``/``bids_root`` source: exist, right kind, readable type."""
+    problems = []
+    if "bids_root" in source:
+        target = root / source["bids_root"]
+        if not target.exists():
+            problems.append(f"{where}: key 'source.bids_root': file not found: {_rel(target)}")
+        elif not target.is_dir():
+            problems.append(f"{where}: key 'source.bids_root': {_rel(target)} is a file; "
+                            "a BIDS root is a folder")
+    named = [(f"source.files[{i}]", f, RECORDING_EXTENSIONS[modality])
+             for i, f in enumerate(source.get("files", []))]
+    named += [(f"source.events[{i}]", f, (".tsv",)) for i, f in enumerate(source.get("events", []))]
+    if "mask" in source:
+        named.append(("source.mask", source["mask"], (".nii", ".nii.gz")))
+    for key, value, extensions in named:
+        target = root / value
+        name = target.name.lower()
+        if not name.endswith(extensions):
+            problems.append(f"{where}: key '{key}': {_rel(target)}: unsupported file type "
+                            f"{''.join(Path(name).suffixes) or 'without extension'!r}; "
+                            f"expected one of {', '.join(extensions)}")
+        elif not target.exists():
+            problems.append(f"{where}: key '{key}': file not found: {_rel(target)}")
+        elif target.is_dir():
+            problems.append(f"{where}: key '{key}': {_rel(target)} is a directory, not a "
+                            "file")
+    return problems
 
 
 # --------------------------------------------------------------------------- loading
@@ -221,18 +574,7 @@ def _subject_problems(raw: dict, path: Path, study: dict, root: Path) -> list[st
 
         problems += check_source(source, raw["modality"], where, root)
     else:
-        paths = []
-        if "bids_root" in source:
-            paths.append(("source.bids_root", source["bids_root"]))
-        for i, f in enumerate(source.get("files", [])):
-            paths.append((f"source.files[{i}]", f))
-        for i, f in enumerate(source.get("events", [])):
-            paths.append((f"source.events[{i}]", f))
-        if "mask" in source:
-            paths.append(("source.mask", source["mask"]))
-        for key, value in paths:
-            if not (root / value).exists():
-                problems.append(f"{where}: key '{key}': file not found: {_rel(root / value)}")
+        problems += _source_problems(source, raw["modality"], where, root)
         if "events" in source and len(source["events"]) != len(source["files"]):
             problems.append(
                 f"{where}: key 'source.events': {len(source['events'])} events files for "
@@ -244,6 +586,13 @@ def _subject_problems(raw: dict, path: Path, study: dict, root: Path) -> list[st
     mod_schema = {**schema["$defs"][raw["modality"]], "$defs": schema["$defs"]}
     for problem in _schema_problems(overrides, mod_schema, where):
         problems.append(problem.replace("key '", "key 'preprocess.", 1))
+    if overrides and not problems:
+        merged = fill_defaults({**study["preprocess"].get(raw["modality"], {}), **overrides},
+                               schema["$defs"][raw["modality"]], schema)
+        continuous = not (isinstance(source, dict)
+                          and source.get("dataset") in _EPOCHED_DATASETS)
+        problems += preprocess_problems(raw["modality"], merged, where,
+                                        continuous=continuous)
     return problems
 
 
@@ -266,9 +615,10 @@ def load_subject(path: Path | str, study_config: dict, root: Path) -> SubjectSpe
     if problems:
         raise SpecError(problems)
     if not isinstance(raw, dict):
-        raise SpecError([f"{_rel(path)}: expected a mapping of keys, got {type(raw).__name__}"])
+        raise SpecError([f"{_who(path)}: expected a mapping of keys, got {type(raw).__name__}"])
     sub = raw.get("subject", path.stem)
-    problems = _schema_problems(raw, load_schema("subject"), f"{_rel(path)}: subject '{sub}'")
+    problems = _finite_problems(raw, f"{_rel(path)}: subject '{sub}'")
+    problems += _schema_problems(raw, load_schema("subject"), f"{_rel(path)}: subject '{sub}'")
     if problems:
         raise SpecError(problems)
     problems = _subject_problems(raw, path, study_config, root)
@@ -283,6 +633,9 @@ def load_subject(path: Path | str, study_config: dict, root: Path) -> SubjectSpe
     missing = []
     for key in _PREPROCESS_PATHS:  # files named in preprocessing: relative to study.yaml
         value = preprocess.get(key)
+        if key == "montage" and isinstance(value, str) and not _is_montage_file(value):
+            preprocess[key] = montage_name(value)  # an MNE name, old names mapped
+            continue
         if isinstance(value, str) and ("/" in value or "." in value):
             preprocess[key] = str((root / value).resolve())
             if not Path(preprocess[key]).exists():
@@ -349,13 +702,17 @@ def find_study_file(study: Path | str) -> Path:
     return path
 
 
-def load_study(study: Path | str) -> StudySpec:
+def load_study(study: Path | str, *, design: bool = True) -> StudySpec:
     """Load a study folder (or its ``study.yaml``) and every subject in it.
 
     Parameters
     ----------
     study : path-like
         ``data_specs/<study>`` or ``data_specs/<study>/study.yaml``.
+    design : bool
+        Also refuse a design that alignment cannot score (fewer distinct stimuli than
+        ``align.min_stimuli``; a ceiling asked for without repeats), as ``brainhead
+        validate`` and the Snakefile do. ``False`` serves code that only preprocesses.
 
     Returns
     -------
@@ -374,9 +731,12 @@ def load_study(study: Path | str) -> StudySpec:
         raise SpecError(problems)
     if not isinstance(raw, dict):
         raise SpecError([f"{_rel(path)}: expected a mapping of keys, got {type(raw).__name__}"])
+    problems = _finite_problems(raw, _rel(path))
+    if problems:
+        raise SpecError(problems)
     config = validate_study_config(raw, path)
 
-    problems = []
+    problems = _study_problems(config, raw, path, root, design=design)
     if "simulate" not in config:
         if "stimuli" not in config:
             problems.append(f"{_rel(path)}: key 'stimuli': required when the study is not simulated")
@@ -409,6 +769,15 @@ def load_study(study: Path | str) -> StudySpec:
             problems.extend(err.problems)
             continue
         subjects[spec.subject] = spec
+    for modality in MODALITIES:  # windows vs tmin/tmax, where a subject cuts epochs
+        mine = [s for s in subjects.values() if s.modality == modality]
+        if modality in raw.get("preprocess", {}) and mine:
+            continuous = any(not (isinstance(s.source, dict)
+                                  and s.source.get("dataset") in _EPOCHED_DATASETS)
+                             for s in mine)
+            problems += [p for p in preprocess_problems(
+                modality, config["preprocess"][modality], _rel(path), continuous=continuous,
+                prefix=f"preprocess.{modality}") if p not in problems]
     problems += _train_problems(config, subjects, path)
     if problems:
         raise SpecError(problems)

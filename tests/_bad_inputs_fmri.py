@@ -279,7 +279,8 @@ def write_study(study_dir: Path, subjects: list[dict], preprocess: dict | None =
     from brainhead.specs import load_study
 
     study_dir.mkdir(parents=True, exist_ok=True)
-    (study_dir / "stimuli.tsv").write_text("stim_id\ttext\na1\tone\n")
+    (study_dir / "stimuli.tsv").write_text("stim_id\ttext\na1\tone\n"
+        + "".join(f"x{k}\tfiller {k}\n" for k in range(8)))  # align.min_stimuli: 8
     config = {"name": "badinputs", "seed": 0, "stimuli": "stimuli.tsv"}
     if preprocess:
         config["preprocess"] = preprocess

@@ -37,7 +37,8 @@ def _write_study(study_dir: Path, subjects: list[dict]) -> None:
     (study_dir / "subjects").mkdir(parents=True, exist_ok=True)
     for old in (study_dir / "subjects").glob("*.yaml"):
         old.unlink()
-    (study_dir / "stimuli.tsv").write_text("stim_id\ttext\na1\tone\n")
+    (study_dir / "stimuli.tsv").write_text("stim_id\ttext\na1\tone\n"
+        + "".join(f"x{k}\tfiller {k}\n" for k in range(8)))  # align.min_stimuli: 8
     (study_dir / "study.yaml").write_text(yaml.safe_dump(
         {"name": STUDY, "seed": 0, "stimuli": "stimuli.tsv"}))
     for sub in subjects:

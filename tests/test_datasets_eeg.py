@@ -27,7 +27,7 @@ def _example_study(tmp_path: Path, dataset: str, root: Path, **source) -> object
     cfg["source"]["root"] = str(root)
     cfg["source"].update(source)
     sub.write_text(yaml.safe_dump(cfg))
-    return load_study(study_dir)
+    return load_study(study_dir, design=False)  # preprocessing only: eegmmidb has 2 cues
 
 
 def _only_subject(study):

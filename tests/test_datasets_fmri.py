@@ -134,7 +134,8 @@ def test_shipped_nsd_study_on_generated_layout(tmp_path):
     sub = yaml.safe_load(sub_file.read_text())
     sub["source"]["root"] = "../data"
     sub_file.write_text(yaml.safe_dump(sub))
-    (study_dir / "stimuli.tsv").write_text("stim_id\ttext\n101\ta\n102\tb\n103\tc\n")
+    (study_dir / "stimuli.tsv").write_text("stim_id\ttext\n101\ta\n102\tb\n103\tc\n"
+        + "".join(f"x{k}\tfiller {k}\n" for k in range(8)))  # align.min_stimuli: 8
     t = run_preprocessing(load_study(study_dir), "01", tmp_path / "results")
     v = t.view("stimulus")
     assert v.X.shape == (18, 18) and sorted(set(v.rows["group"])) == ["1", "2", "3"]

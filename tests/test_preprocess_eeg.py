@@ -25,7 +25,8 @@ def _study(study_dir: Path, subject: dict, preprocess: dict | None = None):
     if preprocess:
         cfg["preprocess"] = {"eeg": preprocess}
     (study_dir / "study.yaml").write_text(yaml.safe_dump(cfg))
-    (study_dir / "stimuli.tsv").write_text("stim_id\ttext\nstim\tword\n")
+    (study_dir / "stimuli.tsv").write_text("stim_id\ttext\nstim\tword\n"
+        + "".join(f"x{k}\tfiller {k}\n" for k in range(8)))  # align.min_stimuli: 8
     (study_dir / "subjects" / f"sub-{subject['subject']}.yaml").write_text(
         yaml.safe_dump(subject))
     return load_study(study_dir)
@@ -168,10 +169,17 @@ def test_resample_fixed_windows_and_reject(tmp_path):
 
 def test_band_above_nyquist_named(tmp_path):
     data, events = _alpha_events()
-    study = _raw_study(tmp_path, {"resample": 50.0, "tmin": 0.0, "tmax": 1.0,
-                                  "window": [0.0, 1.0]}, data_uv=data, events=events)
+    # the rate is known from preprocess.resample: refused when the study is loaded
+    with pytest.raises(SpecError, match=r"study\.yaml: key 'preprocess\.eeg\.bands\.gamma': "
+                                        r"\[31, 49\] Hz reaches above the Nyquist frequency 25"):
+        _raw_study(tmp_path, {"resample": 50.0, "h_freq": 20.0, "tmin": 0.0, "tmax": 1.0,
+                              "window": [0.0, 1.0]}, data_uv=data, events=events)
+    # the rate comes from the file (100 Hz): refused in the job, before any output
+    study = _raw_study(tmp_path, {"tmin": 0.0, "tmax": 1.0, "window": [0.0, 1.0],
+                                  "bands": {"alpha": [8, 14], "high": [45, 60]}},
+                       data_uv=data, events=events)
     with pytest.raises(RecordingError, match=r"sub-t01: .*rec\.edf: key 'preprocess\.bands': "
-                                             r"band gamma \[31, 49\] Hz is not below"):
+                                             r"band high \[45, 60\] Hz is not below"):
         run_preprocessing(study, "t01", tmp_path / "results")
 
 
@@ -235,19 +243,18 @@ def test_montage_file(tmp_path):
                                         r"'preprocess\.montage': file not found"):
         _raw_study(tmp_path, {"montage": "nope.elc", "tmin": 0.0, "tmax": 1.0},
                    data_uv=data, events=events)
-    bad = _raw_study(tmp_path, {"montage": "colin27_10_20", "tmin": 0.0, "tmax": 1.0},
-                     data_uv=data, events=events)
-    with pytest.raises(RecordingError, match="'colin27_10_20' is neither an MNE built-in "
-                                             "montage nor a file"):
-        run_preprocessing(bad, "t01", tmp_path / "results")
+    with pytest.raises(SpecError, match="key 'preprocess.eeg.montage': 'colin27_10_20' is not "
+                                        "an MNE built-in montage"):
+        _raw_study(tmp_path, {"montage": "colin27_10_20", "tmin": 0.0, "tmax": 1.0},
+                   data_uv=data, events=events)
 
 
 def test_window_outside_epochs_named(tmp_path):
     data, events = _alpha_events()
-    study = _raw_study(tmp_path, {"tmin": 0.0, "tmax": 0.5, "window": [0.3, 0.9]},
-                       data_uv=data, events=events)
-    with pytest.raises(RecordingError, match=r"sub-t01: .*rec\.edf: key 'preprocess\.window'"):
-        run_preprocessing(study, "t01", tmp_path / "results")
+    with pytest.raises(SpecError, match=r"study\.yaml: key 'preprocess\.eeg\.window': the "
+                                        r"window \[0\.3, 0\.9\] s is outside the epochs"):
+        _raw_study(tmp_path, {"tmin": 0.0, "tmax": 0.5, "window": [0.3, 0.9]},
+                   data_uv=data, events=events)
 
 
 # --------------------------------------------------------------------------- real data
@@ -264,12 +271,12 @@ def eegmmidb_study(tmp_path_factory):
     cfg = yaml.safe_load(sub.read_text())
     cfg["source"]["root"] = str(EEGMMIDB)
     sub.write_text(yaml.safe_dump(cfg))
-    return load_study(study_dir)
+    return load_study(study_dir, design=False)  # preprocessing only: 2 conditions
 
 
 @needs_shared_data
 def test_shipped_eegmmidb_spec_points_at_shared_data():
-    study = load_study(ROOT / "data_specs" / "eegmmidb")
+    study = load_study(ROOT / "data_specs" / "eegmmidb", design=False)
     assert Path(study.subjects["S001"].source["root"]) == EEGMMIDB.resolve()
 
 

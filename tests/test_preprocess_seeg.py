@@ -143,7 +143,7 @@ def test_sample_contacts_and_bipolar_pairs():
 def test_sample_study_runs():
     from brainhead.specs import load_study
 
-    study = load_study(ROOT / "data_specs" / "ieeg_sample")
+    study = load_study(ROOT / "data_specs" / "ieeg_sample", design=False)  # no stimuli
     t = run_preprocessing(study, "01", ROOT / "results" / "ieeg_sample")
     assert set(t.views) == {"timeseries"}
     assert t.view("timeseries").X.shape == (14, 360)  # 0.7 s at 20 Hz, 360 bipolar channels

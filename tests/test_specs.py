@@ -303,7 +303,8 @@ def test_stimuli_file_must_exist(tmp_path):
                                         r".*stimuli\.tsv"):
         load_study(root)
     # with the table present the study loads, with its paths made absolute
-    (root / "stimuli.tsv").write_text("stim_id\ttext\n1\thello\n")
+    (root / "stimuli.tsv").write_text("stim_id\ttext\n"
+                                      + "".join(f"{i}\tword {i}\n" for i in range(8)))
     spec = load_study(root)
     assert spec.simulated is False
     assert spec.subjects["e01"].source["files"] == [str((root / "rec.edf").resolve())]
@@ -320,14 +321,15 @@ def test_no_subject_files(tmp_path):
 def test_invalid_yaml_names_file(tmp_path):
     root = _copy_demo(tmp_path)
     (root / "subjects" / "sub-e01.yaml").write_text("subject: [e01\nmodality: eeg\n")
-    with pytest.raises(SpecError, match=r"sub-e01\.yaml: not valid YAML"):
+    with pytest.raises(SpecError, match=r"sub-e01\.yaml: subject 'e01': not valid YAML"):
         load_study(root)
 
 
 def test_non_mapping_subject_file(tmp_path):
     root = _copy_demo(tmp_path)
     (root / "subjects" / "sub-e01.yaml").write_text("- e01\n- eeg\n")
-    with pytest.raises(SpecError, match=r"sub-e01\.yaml: expected a mapping of keys, got list"):
+    with pytest.raises(SpecError, match=r"sub-e01\.yaml: subject 'e01': expected a mapping "
+                                        r"of keys, got list"):
         load_study(root)
 
 
@@ -338,11 +340,11 @@ def test_validate_study_config_names_path():
     cfg = validate_study_config({"name": "x", "seed": 0})
     assert cfg["align"] == {"alphas_log10": [-1, 6, 15], "n_inner_splits": 3,
                             "layer_selection": "loo", "view": "stimulus", "n_permutations": 1000,
-                            "n_bootstraps": 1000, "ci": 0.95, "min_ceiling": 0.3,
+                            "n_bootstraps": 1000, "ci": 0.95, "min_ceiling": 0.3, "min_stimuli": 8,
                             "fir_delays_s": [2, 4, 6, 8], "trf_lags_s": [0.0, 0.6],
                             "trf_step_s": 0.1, "n_components": 64, "block_s": 20.0,
                             "timeseries_baseline": "onset",
-                            "ceiling": "split_half", "rsa_distance": "correlation"}
+                            "ceiling": "auto", "rsa_distance": "correlation"}
     assert cfg["preprocess"]["seeg"]["high_gamma"] == [70, 150]
 
 

@@ -55,8 +55,10 @@ BEST_COLUMNS = ["subject", "modality", "view", "region", "model", "best_layer",
                 "last_layer_score", "gap_to_last", "gap_ci_low", "gap_ci_high"]
 
 METRICS = ("r", "r_ceiled", "rsa", "rsa_crossnobis", "cka", "cka_debiased", "r_diff")
-#: Noise-ceiling estimators of ``align.ceiling``.
+#: Noise-ceiling estimators of ``align.ceiling`` ("auto": split_half where repeats allow).
 CEILINGS = ("split_half", "ncsnr")
+#: Stimuli shown at least twice that each ceiling needs (see ``align/ceilings.py``).
+CEILING_MIN_REPEATED = {"split_half": 3, "ncsnr": 2}
 #: Training-only scores that can choose the best layer (see :func:`fit_layer`).
 LAYER_SELECTIONS = ("loo", "inner_cv")
 
@@ -602,12 +604,16 @@ def noise_ceiling(Y: np.ndarray, stim_id: np.ndarray, kind: str = "split_half", 
     """
     from .ceilings import ncsnr, ncsnr_ceiling, r_ceiling, split_half_ceiling
 
-    if kind not in CEILINGS:
-        raise ValueError(f"ceiling must be one of {CEILINGS}, got {kind!r}")
+    if kind not in CEILINGS + ("auto",):
+        raise ValueError(f"ceiling must be one of {CEILINGS + ('auto',)}, got {kind!r}")
     stim_id = np.asarray(stim_id).astype(str)
     counts = np.unique(stim_id, return_counts=True)[1]
     if counts.max(initial=0) < 2:
         return np.full(Y.shape[1], np.nan)
+    if kind == "auto":
+        if (counts >= 2).sum() < CEILING_MIN_REPEATED["split_half"]:
+            return np.full(Y.shape[1], np.nan)
+        kind = "split_half"
     if kind == "ncsnr":
         return r_ceiling(ncsnr_ceiling(ncsnr(Y, stim_id), counts))
     return r_ceiling(split_half_ceiling(Y, stim_id, seed=seed))
@@ -696,7 +702,7 @@ def score_responses(Y, stim_id, group, regions, features: dict[str, np.ndarray],
     masks = _region_masks(regions)
 
     # Noise ceiling and crossnobis RDMs from the single trials, then one row per stimulus.
-    ceiling = noise_ceiling(Y, stim_id, params.get("ceiling", "split_half"), seed=seed)
+    ceiling = noise_ceiling(Y, stim_id, params.get("ceiling", "auto"), seed=seed)
     crossnobis, cn_order = _crossnobis_rdms(Y, stim_id, masks)
     Y, stims, group, _ = average_repeats(Y, stim_id, group)
     groups = leakage_free_groups(stims, group)
@@ -840,6 +846,62 @@ def view_for(align_params: dict, modality: str) -> str:
     return view
 
 
+def check_design(stim_id, align_params: dict, where: str, *, ceiling: bool = True) -> None:
+    """Refuse a design that alignment cannot score, before anything is computed.
+
+    Parameters
+    ----------
+    stim_id : array-like of str
+        The stimulus of every row (or event) the subject's view holds.
+    align_params : dict
+        The study's ``align`` section: ``min_stimuli`` (no check when absent) and
+        ``ceiling`` (split_half or ncsnr ask for a ceiling, so for repeats).
+    where : str
+        ``sub-<id>: <file>``, the start of the message.
+    ceiling : bool
+        Whether this view scores a noise ceiling (the stimulus view does).
+
+    Raises
+    ------
+    RecordingError
+        ``degenerate design``, naming the key to change.
+    """
+    stims, counts = np.unique(np.asarray(stim_id).astype(str), return_counts=True)
+    minimum = int(align_params.get("min_stimuli", 0))
+    if len(stims) < minimum:
+        raise RecordingError(
+            f"{where}: key 'align.min_stimuli': degenerate design: {len(stims)} distinct "
+            f"stimuli ({', '.join(stims[:5])}), fewer than align.min_stimuli = {minimum}; "
+            "layers cannot be aligned on so few stimuli (a few conditions decode labels)")
+    kind = align_params.get("ceiling", "auto")
+    needed = CEILING_MIN_REPEATED.get(kind, 0)
+    if ceiling and (counts >= 2).sum() < needed:
+        raise RecordingError(
+            f"{where}: key 'align.ceiling': degenerate design: a {kind} noise ceiling is "
+            f"asked for, which needs at least {needed} stimuli shown twice or more; "
+            f"{int((counts >= 2).sum())} of {len(stims)} are; set align.ceiling: auto")
+
+
+def check_layers_differ(per_target: dict[str, np.ndarray], where: str) -> None:
+    """Refuse scores that are the same at every layer of the model and of its control.
+
+    Such scores (a design of two stimuli gives r = 0.464 everywhere, say) cannot name a
+    best layer or a trained-minus-random gap.
+    """
+    r = np.stack([per_target[k] for k in ("r_trained", "r_random") if k in per_target])
+    r = r.reshape(-1, r.shape[-1])
+    finite = np.isfinite(r).all(axis=0)
+    if len(r) < 2 or not finite.any():
+        return
+    r = r[:, finite]
+    if np.all(r.max(axis=0) - r.min(axis=0) <= 1e-6 * max(1.0, float(np.abs(r).max()))):
+        raise RecordingError(
+            f"{where}: key 'align.min_stimuli': degenerate design: every layer of the "
+            f"trained model and of its random control scores the same (mean r = "
+            f"{float(r.mean()):.3f}); the stimuli cannot tell layers apart, so there is no "
+            "best layer to report; nothing was written")
+
+
 def score_subject(responses_path, features_path, model: str, align_params: dict, *,
                   seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
     """Score every layer of a model and of its random control against one subject.
@@ -868,6 +930,8 @@ def score_subject(responses_path, features_path, model: str, align_params: dict,
             f"sub-{table.subject}: {len(missing)} stimuli of {Path(responses_path).name} are "
             f"not in the stimuli table of {Path(features_path).name} (e.g. {missing[:3]})"
         )
+    where = f"sub-{table.subject}: {Path(responses_path).name}"
+    check_design(stims, align_params, where, ceiling=view_name != "timeseries")
     subject_seed = [seed, zlib.crc32(table.subject.encode())]
     subject_seed = np.random.SeedSequence(subject_seed).generate_state(1)[0]
     label = f"sub-{table.subject}"
@@ -881,6 +945,7 @@ def score_subject(responses_path, features_path, model: str, align_params: dict,
         rows, best, per_target = score_responses(
             view.X, view.rows["stim_id"], view.rows["group"], table.targets.region, feats,
             index, align_params, seed=subject_seed, label=label)
+    check_layers_differ(per_target, where)
     ident = {"subject": table.subject, "modality": table.modality, "view": view_name,
              "model": model}
     summary = pd.DataFrame([{**ident, **row} for row in rows], columns=SUMMARY_COLUMNS)

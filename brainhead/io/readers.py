@@ -351,15 +351,76 @@ def read_bold(path: str | os.PathLike, *, subject: str | None = None,
     return img, float(t_r)
 
 
+#: Cell values that spreadsheet and pandas users mean as "missing", never as a text.
+MISSING_TEXTS = frozenset({"", "na", "n/a", "nan", "none", "null", "<na>", "nat", "#n/a"})
+
+
+def _read_stimuli(path: Path) -> tuple[pd.DataFrame | None, list[str]]:
+    """The stimuli table as strings (no value turned into NaN) and its problems."""
+    where = os.path.relpath(path)
+    try:
+        text = Path(path).read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        return None, [f"{where}: key 'stimuli': the stimuli table is not UTF-8 text "
+                      f"(byte at offset {err.start}); save it as UTF-8"]
+    except OSError as err:
+        return None, [f"{where}: key 'stimuli': cannot be read: {err.strerror or err}"]
+    import io
+
+    try:
+        table = pd.read_csv(io.StringIO(text), sep="\t", dtype=str, keep_default_na=False,
+                            na_filter=False, quoting=3)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        return None, [f"{where}: key 'stimuli': not a tab-separated table: {err}"]
+    table.columns = [str(c).strip() for c in table.columns]
+    missing = [c for c in ("stim_id", "text") if c not in table.columns]
+    if missing:
+        return None, [f"{where}: key 'stimuli': the stimuli table lacks column(s) {missing} "
+                      f"(it has {list(table.columns)}; columns are separated by tabs)"]
+    problems = []
+    ids = table["stim_id"].str.strip()
+    blank = [int(i) + 2 for i in np.flatnonzero((ids == "").to_numpy())]
+    if blank:
+        problems.append(f"{where}: key 'stimuli': stim_id is blank on line(s) {blank[:10]}")
+    dup = ids[ids.duplicated() & (ids != "")]
+    if len(dup):
+        lines = [int(i) + 2 for i in np.flatnonzero(ids.isin(set(dup)).to_numpy())]
+        problems.append(f"{where}: key 'stimuli': duplicate stim_id {sorted(set(dup))[:5]} "
+                        f"(lines {lines[:10]}); every stimulus needs its own id")
+    texts = table["text"].str.strip()
+    empty = texts.str.lower().isin(MISSING_TEXTS).to_numpy()
+    if empty.any():
+        rows = np.flatnonzero(empty)
+        shown = [f"line {i + 2} ({ids.iloc[i] or '?'}: {table['text'].iloc[i]!r})"
+                 for i in rows[:5]]
+        problems.append(f"{where}: key 'stimuli': {len(rows)} stimuli have no text "
+                        f"(blank, NA or None): {', '.join(shown)}; features would be "
+                        "computed on that placeholder")
+    table["stim_id"] = ids
+    return table, problems
+
+
+def check_stimulus_table(path: str | os.PathLike) -> tuple[list[str], int | None]:
+    """Problems of a stimuli table and its number of distinct stimuli (None if unreadable).
+
+    Checked: UTF-8, tab-separated, columns ``stim_id`` and ``text``, no blank or
+    duplicate id, no blank, ``NA`` or ``None`` text.
+    """
+    table, problems = _read_stimuli(Path(path))
+    return problems, (None if table is None else int(table["stim_id"].nunique()))
+
+
 def stimulus_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a stimuli TSV with at least ``stim_id`` and ``text``, ids unique."""
-    table = pd.read_csv(path, sep="\t", dtype={"stim_id": str})
-    for col in ("stim_id", "text"):
-        if col not in table.columns:
-            raise RecordingError(f"{os.path.relpath(path)}: stimuli table lacks column {col!r}")
-    dup = table["stim_id"][table["stim_id"].duplicated()].tolist()
-    if dup:
-        raise RecordingError(f"{os.path.relpath(path)}: duplicate stim_id {dup[:5]}")
+    """Read a stimuli TSV with at least ``stim_id`` and ``text``, every value as text.
+
+    Raises
+    ------
+    RecordingError
+        Listing the problems of :func:`check_stimulus_table`.
+    """
+    table, problems = _read_stimuli(Path(path))
+    if problems:
+        raise RecordingError("\n".join(problems))
     return table
 
 

@@ -622,7 +622,7 @@ def epochs_to_views(epochs, run_labels, params: dict, *,
     de = np.empty((len(epochs), len(epochs.ch_names), len(bands)))
     nyquist = epochs.info["sfreq"] / 2
     for b, (name, (lo, hi)) in enumerate(bands.items()):
-        if lo >= nyquist - 1:
+        if lo >= nyquist - 1 or hi > nyquist:  # never clipped silently
             raise RecordingError(
                 f"{where}key 'preprocess.bands': band {name} [{lo}, {hi}] Hz is not below "
                 f"the Nyquist frequency ({nyquist:g} Hz) of the data; drop the band or "
