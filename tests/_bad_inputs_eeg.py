@@ -174,6 +174,89 @@ def missing_file(study_dir: Path):
             "file not found")
 
 
+def write_stream(path: Path, names: list[str], *, sfreq: float = 250.0, seconds: float = 20.0,
+                 jitter: float = 0.1, sep: str = ",", markers: dict[int, str] | None = None,
+                 t0: float = 10234.5, seed: int = 0, header: str = "") -> Path:
+    """A stream as an LSL recorder writes it: stamps with jitter, microvolts, markers.
+
+    ``jitter`` is the standard deviation of each stamp's error as a fraction of the
+    period; ``markers`` maps sample index -> marker text (every other row is empty).
+    """
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sfreq)
+    stamps = t0 + np.arange(n) / sfreq + rng.normal(0, jitter / sfreq / 4, n)
+    data = _signals(len(names), n, seed)
+    markers = markers or {}
+    lines = [sep.join(["timestamp", *names, "marker"])]
+    for k in range(n):
+        lines.append(sep.join([f"{stamps[k]:.6f}", *(f"{x:.4f}" for x in data[:, k]),
+                               markers.get(k, "")]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(header + "\n".join(lines) + "\n")
+    return path
+
+
+def stream_backwards(study_dir: Path):
+    path = write_stream(study_dir / "raw" / "back.csv", NAMES_10_20, markers={500: "stim"})
+    lines = path.read_text().splitlines()
+    lines[1001], lines[1002] = lines[1002], lines[1001]  # two rows swapped
+    path.write_text("\n".join(lines) + "\n")
+    return (_subject("streamback", {"files": ["raw/back.csv"]}),
+            "timestamps in column 'timestamp' are not increasing at 1 row(s) (first on line 1003")
+
+
+def stream_gap(study_dir: Path):
+    path = write_stream(study_dir / "raw" / "gap.tsv", NAMES_10_20, sep="\t",
+                        markers={500: "stim"})
+    lines = path.read_text().splitlines()
+    del lines[2000:2100]  # 100 samples lost
+    path.write_text("\n".join(lines) + "\n")
+    return (_subject("streamgap", {"files": ["raw/gap.tsv"]}),
+            "a gap or a burst in the stream")
+
+
+def stream_no_timestamp(study_dir: Path):
+    path = write_stream(study_dir / "raw" / "nostamp.csv", NAMES_10_20)
+    text = path.read_text().replace("timestamp,", "clock,", 1)
+    path.write_text(text)
+    return (_subject("streamnostamp", {"files": ["raw/nostamp.csv"]}),
+            "no timestamp column")
+
+
+def stream_text_value(study_dir: Path):
+    path = write_stream(study_dir / "raw" / "text.csv", NAMES_10_20, markers={500: "stim"})
+    lines = path.read_text().splitlines()
+    cells = lines[301].split(",")
+    cells[3] = "overflow"
+    lines[301] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+    return (_subject("streamtext", {"files": ["raw/text.csv"]}),
+            "column 'F3' has 1 value(s) that are not finite numbers (first on line 302")
+
+
+def rename_clash(study_dir: Path):
+    _edf(study_dir / "raw" / "clash.edf", ["EEG Cz", "Cz", "EEG Pz", "EEG Oz"])
+    return (_subject("renameclash", {"files": ["raw/clash.edf"]},
+                     preprocess={"strip_prefix": "EEG "}),
+            "renaming gives two channels one name ('EEG Cz' and 'Cz' -> 'Cz')")
+
+
+def rename_unknown(study_dir: Path):
+    _edf(study_dir / "raw" / "ren.edf", NAMES_10_20)
+    return (_subject("renameunknown", {"files": ["raw/ren.edf"]},
+                     preprocess={"rename_channels": {"T7": "T3"}}),
+            "key 'preprocess.rename_channels': ['T7'] are not channels of this recording")
+
+
+def sfreq_drift_too_large(study_dir: Path):
+    write_stream(study_dir / "raw" / "d1.csv", NAMES_10_20, sfreq=256.0, jitter=0.0,
+                 markers={500: "stim"})
+    write_stream(study_dir / "raw" / "d2.csv", NAMES_10_20, sfreq=256.5, jitter=0.0,
+                 markers={500: "stim"})
+    return (_subject("sfreqdrift", {"files": ["raw/d1.csv", "raw/d2.csv"]}),
+            "more than key 'preprocess.sfreq_tolerance_hz' (0.01 Hz) allows")
+
+
 #: (case_id, make) pairs; case ids double as subject ids.
 CASES: list[tuple[str, Callable[[Path], tuple[dict, str]]]] = [
     ("edftruncated", edf_truncated),
@@ -190,4 +273,11 @@ CASES: list[tuple[str, Callable[[Path], tuple[dict, str]]]] = [
     ("dreamershape", dreamer_wrong_clip),
     ("mmimissingrun", eegmmidb_missing_run),
     ("missingfile", missing_file),
+    ("streamback", stream_backwards),
+    ("streamgap", stream_gap),
+    ("streamnostamp", stream_no_timestamp),
+    ("streamtext", stream_text_value),
+    ("renameclash", rename_clash),
+    ("renameunknown", rename_unknown),
+    ("sfreqdrift", sfreq_drift_too_large),
 ]

@@ -257,7 +257,22 @@ def _haxby_motion_rows(study_dir: Path):
             "59 confound rows for 60 volumes")
 
 
+def _fmri_nan_voxels(study_dir: Path):
+    bold, _ = _bold_case(study_dir)
+    img = nib.load(bold)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    data[2, 2, 2, 10:20] = np.nan  # one voxel inside the brain loses ten volumes
+    data[3, 3, 2, 5] = np.inf
+    nib.save(nib.Nifti1Image(data, img.affine, img.header), bold)
+    mask = np.zeros(data.shape[:3], np.uint8)
+    mask[1:-1, 1:-1, 1:-1] = 1  # the 48 brain voxels
+    nib.save(nib.Nifti1Image(mask, img.affine), study_dir / "raw" / "mask.nii.gz")
+    return (_fmri_files("nanvox", mask="raw/mask.nii.gz"),
+            "2 of 48 voxels inside the brain mask hold NaN or infinite values")
+
+
 CASES = [
+    ("fmri_nan_voxels", _fmri_nan_voxels),
     ("fmri_3d_image", _fmri_3d),
     ("fmri_mask_grid", _fmri_mask_grid),
     ("fmri_tr_missing", _fmri_no_tr),

@@ -99,20 +99,27 @@ def _check_companions(path: Path, ext: str, where: str) -> None:
                                      f"{match!r} is not beside it")
 
 
-def read_raw(path: str | os.PathLike, *, subject: str | None = None, preload: bool = True):
+def read_raw(path: str | os.PathLike, *, subject: str | None = None, preload: bool = True,
+             stream: dict | None = None, ch_type: str = "eeg"):
     """Read an EEG/iEEG file with the MNE reader its extension calls for.
 
     Parameters
     ----------
     path : path-like
         EDF/EDF+ (``.edf``), BDF (``.bdf``), BrainVision (``.vhdr``), FIF (``.fif``,
-        ``.fif.gz``), EEGLAB (``.set``, with its ``.fdt`` if the data are separate) or
-        GDF (``.gdf``).
+        ``.fif.gz``), EEGLAB (``.set``, with its ``.fdt`` if the data are separate),
+        GDF (``.gdf``), or a CSV/TSV stream (``.csv``, ``.tsv``; read by
+        :func:`brainhead.io.streams.read_stream`).
     subject : str | None
         Used in error messages.
     preload : bool
         Load the data into memory (default), which also reads every sample once so that
         a damaged data section is reported here.
+    stream : dict | None
+        Options of :func:`~brainhead.io.streams.read_stream` for CSV/TSV streams (the
+        subject's ``source.stream``).
+    ch_type : str
+        Channel type of CSV/TSV stream columns.
 
     Returns
     -------
@@ -140,9 +147,14 @@ def read_raw(path: str | os.PathLike, *, subject: str | None = None, preload: bo
     where = _where(path, subject)
     name = path.name.lower()
     ext = ".fif" if name.endswith(".fif.gz") else path.suffix.lower()
+    if ext in (".csv", ".tsv"):
+        from .streams import read_stream
+
+        return read_stream(path, subject=subject, ch_type=ch_type, **(stream or {}))
     if ext not in RAW_READERS:
         raise RecordingError(
-            f"{where}: unsupported file type {ext!r}; expected one of {sorted(RAW_READERS)}"
+            f"{where}: unsupported file type {ext!r}; expected one of "
+            f"{sorted(RAW_READERS) + ['.csv', '.tsv']}"
         )
     if not path.is_file():
         raise RecordingError(f"{where}: file not found")

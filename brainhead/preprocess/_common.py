@@ -58,7 +58,9 @@ def load_runs(spec, bids_root: Path | None, datatype: str, task: str = "sentence
         for i, f in enumerate(spec.source["files"], start=1):
             if str(i) in excluded:
                 continue
-            runs.append(Run(str(i), read_raw(f, subject=spec.subject), Path(f), None))
+            raw = read_raw(f, subject=spec.subject, stream=spec.source.get("stream"),
+                           ch_type="eeg" if spec.modality == "eeg" else "seeg")
+            runs.append(Run(str(i), raw, Path(f), None))
     if not runs:
         raise RecordingError(f"sub-{spec.subject}: every run is excluded (exclude_runs="
                              f"{spec.exclude_runs})")
@@ -136,15 +138,33 @@ def check_same_channels(runs_channels: list[list[str]], runs: list[Run], subject
                                  f"from the first run ({diff[:6]})")
 
 
-def check_same_sfreq(runs: list[Run], subject: str) -> None:
-    """All runs of a subject must share one sampling rate."""
+def check_same_sfreq(runs: list[Run], subject: str, tolerance_hz: float = 0.0) -> None:
+    """All runs of a subject must share one sampling rate.
+
+    A run whose rate differs from the first run's by at most ``tolerance_hz`` (device
+    clocks drift: 256.0276 Hz against 256.0255 Hz) is resampled to the first run's rate
+    in place, and the log says so; a larger difference is an error.
+    """
+    from .._logging import logger
+
     sfreq = runs[0].raw.info["sfreq"]
     for run in runs[1:]:
-        if run.raw.info["sfreq"] != sfreq:
-            raise RecordingError(
-                f"sub-{subject}: {os.path.relpath(run.path)}: sampling rate "
-                f"{run.raw.info['sfreq']} Hz differs from the first run's {sfreq} Hz"
-            )
+        other = run.raw.info["sfreq"]
+        if other == sfreq:
+            continue
+        if abs(other - sfreq) <= tolerance_hz:
+            logger.warning("sub-%s: %s: sampling rate %.8g Hz resampled to the first run's "
+                           "%.8g Hz (they differ by %.3g Hz, within "
+                           "preprocess.sfreq_tolerance_hz = %g)", subject,
+                           os.path.relpath(run.path), other, sfreq, abs(other - sfreq),
+                           tolerance_hz)
+            run.raw.resample(sfreq, verbose="error")  # MNE sets info["sfreq"] = sfreq
+            continue
+        raise RecordingError(
+            f"sub-{subject}: {os.path.relpath(run.path)}: sampling rate {other} Hz differs "
+            f"from the first run's {sfreq} Hz by {abs(other - sfreq):.4g} Hz, more than "
+            f"key 'preprocess.sfreq_tolerance_hz' ({tolerance_hz:g} Hz) allows"
+        )
 
 
 def study_path(spec, value) -> Path:

@@ -86,6 +86,62 @@ def _set_montage(inst, params: dict, spec, path) -> None:
     inst.set_montage(montage, on_missing="ignore", verbose="error")
 
 
+def rename_channels(inst, params: dict, spec, path) -> dict[str, str]:
+    """Rename channels in place as ``strip_prefix``, ``strip_suffix`` and ``rename_channels`` say.
+
+    Prefix and suffix are stripped first (``EEG F3`` -> ``F3``, ``Fz-REF`` -> ``Fz``);
+    ``rename_channels`` maps the stripped (or the original) names. Done before the bad
+    channels, EOG channels and montage are looked up, which use the new names.
+
+    Returns
+    -------
+    renamed : dict
+        Old name -> new name, for the channels whose name changed.
+
+    Raises
+    ------
+    RecordingError
+        A mapped name that is not a channel, or names that collide after renaming.
+    """
+    prefix, suffix = params.get("strip_prefix"), params.get("strip_suffix")
+    mapping = params.get("rename_channels") or {}
+    if not (prefix or suffix or mapping):
+        return {}
+    stripped = {}
+    for name in inst.ch_names:
+        new = name
+        if prefix and new.startswith(prefix) and len(new) > len(prefix):
+            new = new[len(prefix):]
+        if suffix and new.endswith(suffix) and len(new) > len(suffix):
+            new = new[:-len(suffix)]
+        stripped[name] = new
+    unknown = [k for k in mapping if k not in stripped and k not in stripped.values()]
+    if unknown:
+        raise RecordingError(
+            f"{_where(spec, path)}: key 'preprocess.rename_channels': {unknown} are not "
+            f"channels of this recording (after stripping it has "
+            f"{list(stripped.values())[:8]}...)")
+    final = {old: mapping.get(new, mapping.get(old, new)) for old, new in stripped.items()}
+    seen: dict[str, str] = {}
+    clashes = []
+    for old, new in final.items():
+        if new in seen:
+            clashes.append(f"{seen[new]!r} and {old!r} -> {new!r}")
+        seen[new] = old
+    if clashes:
+        raise RecordingError(
+            f"{_where(spec, path)}: key 'preprocess.rename_channels': renaming gives two "
+            f"channels one name ({'; '.join(clashes[:4])}); every channel must keep its own "
+            "name (check strip_prefix/strip_suffix and rename_channels)")
+    renamed = {old: new for old, new in final.items() if old != new}
+    if renamed:
+        inst.rename_channels(renamed, verbose="error")
+        logger.info("sub-%s: %s: %d channels renamed (e.g. %s)", spec.subject,
+                    os.path.relpath(path), len(renamed),
+                    ", ".join(f"{o} -> {n}" for o, n in list(renamed.items())[:3]))
+    return renamed
+
+
 def _eeg_picks(inst) -> np.ndarray:
     import mne
 
@@ -157,16 +213,24 @@ def _mark_bads(inst, data: np.ndarray, params: dict, spec, path, *, stage: str) 
     names = [inst.ch_names[i] for i in _eeg_picks(inst)]
     if not params["detect_bads"]:
         nan = [n for n, row in zip(names, data) if not np.isfinite(row).all()]
-        if nan:
+        if nan and not params.get("drop_nonfinite"):
             raise RecordingError(
                 f"{_where(spec, path)}: channels {nan[:6]} contain NaN or infinite values; "
-                "list them in bad_channels or set preprocess.detect_bads: true"
+                "list them in bad_channels, or set preprocess.drop_nonfinite: true (or "
+                "preprocess.detect_bads: true) to drop them"
             )
-        return {}
-    found = detect_bad_channels(data, names, flat_uv=params["flat_uv"],
-                                zscore=params["bad_zscore"] if stage == "filtered" else None)
+        if not nan or stage != "raw":
+            return {}
+        found = {"nan": nan}
+    else:
+        found = detect_bad_channels(data, names, flat_uv=params["flat_uv"],
+                                    zscore=params["bad_zscore"] if stage == "filtered" else None)
     if stage == "raw":
-        found.pop("noisy")
+        found.pop("noisy", None)
+        if found.get("nan"):
+            logger.warning("sub-%s: %s: %d channel(s) with NaN or infinite samples %s",
+                           spec.subject, os.path.relpath(path), len(found["nan"]),
+                           "interpolated" if params["interpolate_bads"] else "dropped")
     else:
         found = {"noisy": [n for n in found["noisy"] if n not in inst.info["bads"]]}
     new = [n for group in found.values() for n in group if n not in inst.info["bads"]]
@@ -362,6 +426,8 @@ _PARAM_DEFAULTS = {
     "ica_eog_measure": "zscore", "ica_eog_threshold": 3.0,
     "epoching": "events", "fixed_length": 2.0, "event_id": None, "de_baseline": None,
     "reject_uv": None, "notch": [], "l_freq": None, "h_freq": None,
+    "rename_channels": {}, "strip_prefix": None, "strip_suffix": None,
+    "sfreq_tolerance_hz": 0.0, "drop_nonfinite": False,
 }
 
 
@@ -393,7 +459,9 @@ def eeg_epochs(spec, runs, *, seed: int = 0) -> tuple:
     import mne
 
     params = _params(spec)
-    check_same_sfreq(runs, spec.subject)
+    for run in runs:
+        rename_channels(run.raw, params, spec, run.path)
+    check_same_sfreq(runs, spec.subject, params["sfreq_tolerance_hz"])
     all_epochs, per_run, found = [], {}, {}
     for run in runs:
         raw = run.raw
@@ -421,7 +489,9 @@ def eeg_epochs(spec, runs, *, seed: int = 0) -> tuple:
             "bads": {k: v["bads"] for k, v in found.items() if v["bads"]},
             "ica_excluded": {k: v["ica_excluded"] for k, v in found.items()
                              if v["ica_excluded"]},
-            "sfreq": epochs.info["sfreq"], "runs": [r.label for r in runs]}
+            "sfreq": epochs.info["sfreq"], "runs": [r.label for r in runs],
+            "n_nonfinite_channels": len({c for v in found.values()
+                                         for c in v["bads"].get("nan", [])})}
     return epochs, info
 
 
@@ -499,6 +569,7 @@ def preprocess_eeg_epochs(spec, epochs, *, seed: int = 0) -> ResponseTable:
         raise RecordingError(f"{_where(spec, path)}: the dataset's epochs lack metadata "
                              f"column(s) {missing}")
     epochs = epochs.copy().load_data()
+    rename_channels(epochs, params, spec, path)
     unknown = [b for b in spec.bad_channels if b not in epochs.ch_names]
     if unknown:
         raise RecordingError(f"{_where(spec, path)}: bad_channels {unknown} are not channels "
@@ -569,6 +640,7 @@ def preprocess_eeg_epochs(spec, epochs, *, seed: int = 0) -> ResponseTable:
         views={"stimulus": stim_view, "bands": band_view},
         info={"n_epochs_kept": len(epochs), "n_epochs_rejected": n_total - len(epochs),
               "bads": bads, "ica_excluded": ica_excluded, "sfreq": epochs.info["sfreq"],
+              "n_nonfinite_channels": len(bads.get("nan", [])),
               "dataset": spec.source.get("dataset") if isinstance(spec.source, dict) else None},
     ).validate()
 

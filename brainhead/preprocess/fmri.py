@@ -409,6 +409,44 @@ def _check_run(spec, run: FmriRun, t_r_override):
     return img, float(t_r), events
 
 
+def _drop_nonfinite(spec, runs, checked, mask_img):
+    """The mask without voxels that hold NaN or infinite values in any run, and their number.
+
+    Such voxels are an error unless ``preprocess.drop_nonfinite`` is true (nilearn would
+    turn them into a constant that standardising makes a plateau of several SD).
+    """
+    import nibabel as nib
+
+    mask = np.asarray(mask_img.dataobj).astype(bool)
+    bad = np.zeros(mask.shape, bool)
+    first_file = {}
+    for run, (img, _, _) in zip(runs, checked):
+        values = np.asarray(img.dataobj)[mask]  # (n_voxels, n_scans)
+        here = ~np.isfinite(values).all(axis=1)
+        if here.any():
+            idx = tuple(a[here] for a in np.nonzero(mask))
+            new = here & ~bad[mask]
+            if new.any():
+                first_file.setdefault("path", run.path)
+                first_file.setdefault("voxel", tuple(int(a[0]) for a in idx))
+            bad[idx] = True
+    n_bad = int(bad.sum())
+    if not n_bad:
+        return mask_img, 0
+    where = f"sub-{spec.subject}: {_rel(first_file['path'])}"
+    if not spec.preprocess.get("drop_nonfinite", False):
+        raise RecordingError(
+            f"{where}: {n_bad} of {int(mask.sum())} voxels inside the brain mask hold NaN or "
+            f"infinite values (first at voxel {first_file['voxel']}); key "
+            "'preprocess.drop_nonfinite': set it true to leave them out, or fix the image")
+    if n_bad == mask.sum():
+        raise RecordingError(f"{where}: every voxel inside the brain mask holds NaN or "
+                             "infinite values")
+    logger.warning("%s: %d voxels with NaN or infinite values left out of the targets "
+                   "(preprocess.drop_nonfinite)", where, n_bad)
+    return nib.Nifti1Image((mask & ~bad).astype(np.uint8), mask_img.affine), n_bad
+
+
 def preprocess_fmri_runs(spec, data: FmriRuns) -> ResponseTable:
     """Preprocess a subject's BOLD runs into a response table.
 
@@ -451,6 +489,7 @@ def preprocess_fmri_runs(spec, data: FmriRuns) -> ResponseTable:
             raise RecordingError(f"sub-{spec.subject}: {_rel(run.path)}: grid {img.shape[:3]} "
                                  f"differs from the first run's {first_img.shape[:3]}")
     mask_img, mask_source = _brain_mask(spec, data, first_img, runs[0].path)
+    mask_img, n_nonfinite = _drop_nonfinite(spec, runs, checked, mask_img)
     parc = _study_path(spec, params["parcellation"]) if params.get("parcellation") else None
     if parc is not None:
         parc_img = _load_3d(parc, "parcellation", spec.subject)
@@ -521,6 +560,7 @@ def preprocess_fmri_runs(spec, data: FmriRuns) -> ResponseTable:
         },
         info={"t_r": checked[0][1], "runs": [str(r.label) for r in runs],
               "n_targets": int(len(targets)), "response": response, "mask": mask_source,
+              "n_nonfinite_voxels": n_nonfinite,
               **{k: v for k, v in data.info.items() if k != "response"}},
     ).validate()
 

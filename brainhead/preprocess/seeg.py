@@ -358,7 +358,7 @@ def preprocess_seeg(spec, runs) -> ResponseTable:
     import mne
 
     params = spec.preprocess
-    check_same_sfreq(runs, spec.subject)
+    check_same_sfreq(runs, spec.subject, params.get("sfreq_tolerance_hz", 0.0))
     atlas = _study_path(spec, params["atlas"]) if params.get("atlas") else None
     lut = _study_path(spec, params["atlas_lut"]) if params.get("atlas_lut") else None
     if atlas is not None and lut is None:
