@@ -136,3 +136,14 @@ def test_fmri_nan_voxels_dropped_on_request(tmp_path, caplog):
             assert (view.X.std(axis=0) > 0).all()
     assert any("2 voxels with NaN or infinite values left out" in r.getMessage()
                for r in caplog.records)
+
+
+def test_old_montage_name_read_by_the_pipeline_too():
+    """Specs built by hand (not through load_study) get the alias as well."""
+    from types import SimpleNamespace
+
+    from brainhead.preprocess.eeg import _montage
+
+    spec = SimpleNamespace(subject="x", path="sub-x.yaml", preprocess={})
+    montage = _montage({"montage": "standard_1005"}, spec)
+    assert "FCC3h" in montage.ch_names  # a 10-05 position

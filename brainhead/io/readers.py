@@ -381,7 +381,7 @@ def _read_stimuli(path: Path) -> tuple[pd.DataFrame | None, list[str]]:
 
     try:
         table = pd.read_csv(io.StringIO(text), sep="\t", dtype=str, keep_default_na=False,
-                            na_filter=False, quoting=3)
+                            na_filter=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         return None, [f"{where}: key 'stimuli': not a tab-separated table: {err}"]
     table.columns = [str(c).strip() for c in table.columns]

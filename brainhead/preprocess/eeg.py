@@ -53,7 +53,9 @@ def _montage(params: dict, spec):
     """The montage the study names: an MNE built-in or a file relative to study.yaml."""
     import mne
 
-    name = params["montage"]
+    from ..specs import montage_name
+
+    name = montage_name(params["montage"])  # MNE's old standard_* names read as colin27_*
     if name in mne.channels.get_builtin_montages():
         return mne.channels.make_standard_montage(name)
     path = Path(name) if Path(name).is_absolute() else _study_root(spec) / name
