@@ -41,7 +41,7 @@ def load_study(work: Path):
     cfg = yaml.safe_load(sub.read_text())
     cfg["source"]["root"] = str(DATA)
     sub.write_text(yaml.safe_dump(cfg))
-    return load(study_dir)
+    return load(study_dir, design=False)  # preprocessing only: eegmmidb is no alignment design
 
 
 def ours(study, work: Path) -> np.ndarray:
