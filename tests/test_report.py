@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from brainhead.align import BEST_COLUMNS, SUMMARY_COLUMNS
-from brainhead.report import best_layers, make_report, recovery_table
+from brainhead.report import best_layers, external_resources, make_report, recovery_table
 
 N_LAYERS = 4
 
@@ -149,8 +149,12 @@ def test_recovery_table():
 def _check_self_contained(html: str, n_figures: int) -> None:
     assert html.startswith("<!DOCTYPE html>")
     assert 'src="http' not in html and "href=\"http" not in html
-    assert "<script" not in html and "<link" not in html
-    images = re.findall(r'<img [^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    # mne.Report inlines its scripts and styles: none is loaded from anywhere
+    assert not re.search(r"<script\b[^>]*\bsrc\s*=", html)
+    assert not re.search(r"<link\b[^>]*\bhref\s*=", html)
+    assert external_resources(html) == []
+    images = re.findall(r'<img class="figure-img[^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"',
+                        html)
     assert len(images) == n_figures
     for png in images:
         assert base64.b64decode(png).startswith(b"\x89PNG\r\n\x1a\n")
@@ -163,15 +167,17 @@ def test_make_report_with_truth(files, tmp_path):
                       truth_path=truth_path, best_path=summary_path.with_name("best_layers.tsv"))
     assert ret == out and out.is_file()
     html = out.read_text()
-    _check_self_contained(html, n_figures=2)
+    _check_self_contained(html, n_figures=3)  # 2 subjects' layer curves + cross-modal
     assert "<title>brainhead alignment report: toy-study</title>" in html
     assert "A &lt;b&gt;test&lt;/b&gt;" in html  # description is escaped
     for subject in ("01", "02"):
-        assert f"<figcaption>sub-{subject} ({VIEWS[subject]} view)</figcaption>" in html
+        assert re.search(rf"<figcaption[^>]*>sub-{subject} \({VIEWS[subject]} view\): ", html)
         assert f"<td>{subject}</td>" in html
     # p and q of r at each best layer: sub-01 anterior's best is layer 2
     assert "<td>0.003 (0.006)</td>" in html
-    assert "<h2>eeg</h2>" in html and "<h2>fmri</h2>" in html
+    for section in ("Overview", "Best layers", "Cross-modal", "Layer curves: eeg",
+                    "Layer curves: fmri", "Provenance"):  # table of contents
+        assert re.search(rf'<a class="nav-link[^>]*>{section}</a>', html), section
     assert "<th>planted</th>" in html and "Vertical lines" in html
     # one cell per region; only sub-02 anterior (best 3, planted 0) is not recovered
     assert html.count('<td class="ok">') == 3
@@ -192,7 +198,7 @@ def test_make_report_without_truth(files, tmp_path):
     make_report(summary_path, out, study="plain",
                 best_path=summary_path.with_name("best_layers.tsv"))
     html = out.read_text()
-    _check_self_contained(html, n_figures=2)
+    _check_self_contained(html, n_figures=3)
     assert "plain" in html and "sub-01" in html and "sub-02" in html
     assert "planted" not in html and "Vertical lines" not in html
     assert 'class="ok"' not in html and 'class="bad"' not in html
@@ -213,7 +219,7 @@ def test_make_report_with_ceiling_and_model_free_metrics(files, tmp_path):
     out = make_report(summary_path, tmp_path / "r.html", study="x",
                       best_path=summary_path.with_name("best_layers.tsv"))
     html = out.read_text()
-    _check_self_contained(html, n_figures=2)
+    _check_self_contained(html, n_figures=3)
     assert "<th>r / ceiling</th>" in html and "5 reliable, 1 clipped" in html
 
 
@@ -227,7 +233,7 @@ def test_make_report_without_regions(tmp_path):
     best.to_csv(tmp_path / "best.tsv", sep="\t", index=False)
     out = make_report(path, tmp_path / "r.html", study="noreg", best_path=tmp_path / "best.tsv")
     html = out.read_text()
-    _check_self_contained(html, n_figures=2)
+    _check_self_contained(html, n_figures=3)
     assert html.count("<td>all</td>") == 2
 
 

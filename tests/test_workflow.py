@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -100,12 +101,44 @@ def test_demo_outputs(demo_run):
     assert summary["subject"].nunique() == 8
     assert set(summary["modality"]) == {"eeg", "seeg", "fmri"}
     html = (demo_run / "report.html").read_text()
-    # 8 subjects' layer curves, and per trained modality (fMRI, sEEG) a layer profile and
-    # a transfer curve
-    assert html.count("data:image/png;base64,") == 8 + 2 * 2
-    assert html.count("Voxel cross-attention encoder") == 2
+    # 8 subjects' layer curves and brain maps, the cross-modal figure, and per trained
+    # modality (fMRI, sEEG) a layer profile and a transfer curve
+    n_figures = 8 + 8 + 1 + 2 * 2
+    figures = re.findall(r'<img class="figure-img[^>]*src="data:image/png;base64,', html)
+    assert len(figures) == n_figures
+    toc = re.findall(r'<a class="nav-link[^>]*>([^<]+)</a>', html)
+    assert [t for t in toc if t.startswith("Voxel cross-attention encoder")] == [
+        "Voxel cross-attention encoder: fmri", "Voxel cross-attention encoder: seeg"]
+    for section in ("Overview", "Best layers", "Cross-modal", "Brain maps: eeg",
+                    "Brain maps: fmri", "Brain maps: seeg", "Provenance"):
+        assert section in toc, toc
     assert "<th>r / ceiling</th>" in html
-    assert "http://" not in html and "https://" not in html
+    # self-contained: the inlined scripts and styles of mne.Report fetch nothing
+    from brainhead.report import external_resources
+
+    assert external_resources(html) == []
+    assert 'src="http' not in html and 'href="http' not in html
+    assert not re.search(r"<(?:script|link)\b[^>]*\b(?:src|href)\s*=", html)
+    # every figure also as PNG + SVG for papers
+    files = sorted(p.name for p in (demo_run / "figures").iterdir()
+                   if not p.name.startswith("."))  # Snakemake's directory timestamp
+    assert len(files) == 2 * n_figures
+    assert {Path(f).suffix for f in files} == {".png", ".svg"}
+    assert all((demo_run / "figures" / f).stat().st_size > 1000 for f in files)
+
+
+def test_snakemake_report_of_the_demo(demo_run):
+    """`snakemake --report` packs the HTML report and every figure with its caption."""
+    import zipfile
+
+    work = demo_run.parent.parent
+    proc = _snakemake(work, "--report", "results/demo/snakemake_report.zip", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with zipfile.ZipFile(demo_run / "snakemake_report.zip") as zf:
+        names = zf.namelist()
+    assert any(n.endswith("/report.html") and "/data/" in n for n in names), names[:20]
+    figures = {Path(n).name for n in names if n.endswith(".png")}
+    assert {p.name for p in (demo_run / "figures").glob("*.png")} <= figures
 
 
 def test_demo_recovers_every_planted_layer(demo_run):

@@ -1,18 +1,31 @@
-# The self-contained HTML report (also attached to `snakemake --report`).
+# The self-contained HTML report (an mne.Report; also attached to `snakemake --report`)
+# and every figure of it as PNG + SVG under results/<study>/figures/.
 rule report:
     input:
         summary=f"{RESULTS}/align/summary.tsv",
         best=f"{RESULTS}/align/best_layers.tsv",
         truth=[f"{RESULTS}/truth.json"] if STUDY.simulated else [],
         models=train_outputs(),
+        scores=expand(f"{RESULTS}/align/sub-{{subject}}_{{model}}.h5", subject=SUBJECTS,
+                      model=MODELS[:1]),
+        responses=expand(f"{RESULTS}/sub-{{subject}}/responses.h5", subject=SUBJECTS),
     output:
-        report(f"{RESULTS}/report.html", caption="report.rst", category="Alignment"),
+        html=report(f"{RESULTS}/report.html", caption="report.rst", category="Report"),
+        figures=report(directory(f"{RESULTS}/figures"), patterns=["{name}.png"],
+                       caption="figures.rst", category="Figures", labels={"figure": "{name}"}),
     params:
         opts={"study": STUDY.name, "description": STUDY.config.get("description", ""),
-              "ci": STUDY.config["align"]["ci"]},
+              "ci": STUDY.config["align"]["ci"], "spec": STUDY.config,
+              "results_dir": RESULTS, "benchmarks_dir": f"{RESULTS}/benchmarks"},
     log:
         f"{LOGS}/report.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report/report.tsv"
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=10,
     run:
-        step(log, make_report, input.summary, output[0], best_path=input.best, truth_path=(input.truth or [None])[0],
-             model_dirs=sorted({str(Path(p).parent) for p in input.models}),
-             **params.opts)
+        step(log, make_report, input.summary, output.html, best_path=input.best,
+             truth_path=(input.truth or [None])[0], figures_dir=output.figures, n_jobs=threads,
+             model_dirs=sorted({str(Path(p).parent) for p in input.models}), **params.opts)
