@@ -107,6 +107,17 @@ def test_there_are_at_least_fifteen_kinds():
     assert len({c for c, _ in CASES}) == len(CASES)
 
 
+def test_there_are_at_least_fifty_kinds_with_validate():
+    """Issue 14: >= 50 kinds of bad input, each a non-zero exit with a message naming
+    file, subject and key and no artifact: the recordings here (through Snakemake) and
+    the specs of ``tests/test_validate_cli.py`` (through ``brainhead validate``)."""
+    import test_validate_cli
+
+    kinds = {c for c, _ in CASES} | {c[0] for c in test_validate_cli.CASES}
+    assert len(kinds) == len(CASES) + len(test_validate_cli.CASES)
+    assert len(kinds) >= 50
+
+
 @pytest.mark.parametrize("case_id", [c for c, _ in CASES])
 def test_bad_input_fails_clearly_through_snakemake(bad_runs, case_id):
     work, made, runs = bad_runs
