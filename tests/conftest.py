@@ -70,3 +70,36 @@ def small_demo(tmp_path_factory):
     results = root / "results" / "small"
     simulate_study(study, results)
     return study, results
+
+
+def copy_workflow(dest: Path) -> Path:
+    """Copy the Snakefile, workflows/ and data_specs/ into ``dest``; return ``dest``."""
+    import shutil
+
+    for name in ("Snakefile", "workflows", "data_specs"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dest / name)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def demo_results(tmp_path_factory):
+    """The full demo (`snakemake --cores 2`, about 4 minutes), run once per session.
+
+    Returns results/demo of a copy of the workflow; shared by the workflow tests and the
+    headless-browser test of the report. BRAINHEAD_DEMO_RESULTS=<results/demo of a
+    finished run> reuses that run instead (for working on the report tests only).
+    """
+    import subprocess
+    import sys
+
+    reuse = os.environ.get("BRAINHEAD_DEMO_RESULTS")
+    if reuse:
+        return Path(reuse)
+
+    work = copy_workflow(tmp_path_factory.mktemp("demo"))
+    env = {**os.environ, "BRAINHEAD_NO_PROGRESS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2"], cwd=work,
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return work / "results" / "demo"

@@ -80,11 +80,9 @@ def test_configfile_selects_another_study(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    work = _copy_workflow(tmp_path_factory.mktemp("demo"))
-    proc = _snakemake(work, "--cores", "2", timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return work / "results" / "demo"
+def demo_run(demo_results):
+    """The full demo, run once per session (conftest.demo_results)."""
+    return demo_results
 
 
 def test_demo_outputs(demo_run):

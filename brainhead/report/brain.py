@@ -65,6 +65,20 @@ class TargetMaps:
         """Targets whose q at the best layer is below ``q_max`` (and r above 0)."""
         return (self.q_best < q_max) & (self.r_best > 0)
 
+    def shown(self, q_max: float) -> tuple[np.ndarray, str]:
+        """Targets drawn on thresholded maps, and a sentence saying which.
+
+        The significant targets; where none is, every target with r > 0 (a study with
+        few permutations cannot reach a small q over thousands of voxels), said so.
+        """
+        sig = self.significant(q_max)
+        if sig.any():
+            return sig, f"voxels with q < {q_max:g} only"
+        qmin = float(np.nanmin(self.q_best)) if np.isfinite(self.q_best).any() else np.nan
+        return self.r_best > 0, (
+            f"no target reached q < {q_max:g} (smallest q {qmin:.3g}; the number of "
+            "permutations bounds it), so every voxel with r > 0 is drawn, unthresholded")
+
 
 def _strings(arr) -> np.ndarray:
     return np.array([a.decode() if isinstance(a, bytes) else str(a) for a in np.asarray(arr)])
@@ -133,7 +147,7 @@ def fmri_figure(maps: TargetMaps, q_max: float = 0.05):
     plt = pyplot()
     ok = np.isfinite(maps.coords).all(axis=1)
     coords = maps.coords[ok]
-    sig = maps.significant(q_max)[ok]
+    sig = maps.shown(q_max)[0][ok]
     r_sig = np.where(sig, maps.r_best[ok], 0.0)
     template = datasets.load_mni152_template(resolution=2)
     fig = plt.figure(figsize=(9.0, 10.0))
@@ -143,7 +157,7 @@ def fmri_figure(maps: TargetMaps, q_max: float = 0.05):
     tiny = 1e-6
     plotting.plot_glass_brain(r_img, axes=axes[0], figure=fig, display_mode="lzry",
                               colorbar=True, cmap="hot", vmin=0, vmax=vmax, threshold=tiny,
-                              plot_abs=False, title=f"held-out r at best layer (q < {q_max:g})")
+                              plot_abs=False, title="held-out r at best layer")
     plotting.plot_stat_map(r_img, bg_img=template, axes=axes[1], figure=fig,
                            display_mode="z", cut_coords=5, colorbar=True, cmap="hot",
                            vmin=0, vmax=vmax, threshold=tiny, symmetric_cbar=False,
@@ -238,8 +252,9 @@ BRAIN_FIGURES = {
     "fmri": (fmri_figure, "r-bestlayer-regions_glassbrain-statmap", (
              "sub-{subject} (fMRI, {n} voxels, {n_sig} with q < {q:g}): top, held-out r of "
              "each voxel at its best layer as a glass brain (maximum projection) and "
-             "axial slices on the MNI152 template, voxels with q < {q:g} only; then the "
-             "best layer of those voxels (layer of highest held-out r; 1 = embeddings); "
+             "axial slices on the MNI152 template ({shown}); then the best layer of those "
+             "voxels (layer of highest held-out r), drawn as layer + 1 so that 1 = "
+             "embeddings and the background stays 0; "
              "bottom, the region map.")),
     "eeg": (eeg_figure, "r-bestlayer_topomap", (
             "sub-{subject} (EEG, {n} channels, {n_sig} with q < {q:g}): left, held-out r of "
@@ -270,5 +285,6 @@ def brain_figure(align_h5, responses_h5, q_max: float = 0.05):
     fig = func(maps, q_max)
     ok = np.isfinite(maps.coords).all(axis=1)
     text = caption.format(subject=maps.subject, n=int(ok.sum()),
-                          n_sig=int(maps.significant(q_max)[ok].sum()), q=q_max)
+                          n_sig=int(maps.significant(q_max)[ok].sum()), q=q_max,
+                          shown=maps.shown(q_max)[1])
     return fig, text

@@ -24,8 +24,8 @@ SECTIONS: dict[str, tuple[int, Callable]] = {}
 #: Styles of the tables and notes inside the MNE report.
 STYLE = """<style>
 table.bh { border-collapse: collapse; font-size: 0.85em; margin: 0.6em 0; }
-table.bh th, table.bh td { border: 1px solid #ddd; padding: 0.2em 0.55em; text-align: right;
-                          white-space: nowrap; }
+table.bh th, table.bh td { border: 1px solid #ddd; padding: 0.2em 0.55em; text-align: right; }
+div.bh-wide { overflow-x: auto; }
 table.bh th { background: #f3f3f3; } td.ok { color: #1a7f37; } td.bad { color: #cf222e; }
 .bh-note { color: #444; font-size: 0.9em; max-width: 70em; }
 </style>"""
@@ -164,7 +164,7 @@ _BEST = STYLE + """
 (leave-one-stimulus-out by default); the score is the held-out r of that choice (never the
 maximum of the test curve). Gap: r at the best layer minus r at the last layer (the
 intermediate-layer advantage), with its bootstrap interval; depth = best layer / last layer.</p>
-<table class="bh"><tr><th>subject</th><th>modality</th><th>region</th><th>best layer</th>
+<div class="bh-wide"><table class="bh"><tr><th>subject</th><th>modality</th><th>region</th><th>best layer</th>
 <th>per fold</th><th>r</th><th>random r</th><th>depth</th><th>gap to last</th>
 <th>gap CI</th><th>p (q) of r</th>{% if has_ceiling %}<th>r / ceiling</th>{% endif %}{% if has_truth %}<th>planted</th>{% endif %}</tr>
 {% for row in best %}<tr><td>{{ row.subject }}</td><td>{{ row.modality }}</td>
@@ -175,7 +175,7 @@ intermediate-layer advantage), with its bootstrap interval; depth = best layer /
 <td>{{ row.pq }}</td>
 {% if has_ceiling %}<td>{{ row.ceiled }}</td>{% endif %}
 {% if has_truth %}<td class="{{ 'ok' if row.planted == row.best_layer else 'bad' }}">{{ row.planted }}</td>{% endif %}</tr>
-{% endfor %}</table>
+{% endfor %}</table></div>
 """
 
 _PAIRED = STYLE + """
