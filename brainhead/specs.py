@@ -740,6 +740,9 @@ def load_study(study: Path | str, *, design: bool = True) -> StudySpec:
     if "simulate" not in config:
         if "stimuli" not in config:
             problems.append(f"{_rel(path)}: key 'stimuli': required when the study is not simulated")
+        elif (root / config["stimuli"]).is_dir():
+            problems.append(f"{_rel(path)}: key 'stimuli': {_rel(root / config['stimuli'])} "
+                            "is a directory; name the stimuli table (TSV)")
         elif not (root / config["stimuli"]).is_file():
             problems.append(
                 f"{_rel(path)}: key 'stimuli': file not found: {_rel(root / config['stimuli'])}"

@@ -105,3 +105,35 @@ def test_stream_subject_through_preprocessing(tmp_path):
     assert sorted(view.rows["stim_id"]) == [f"s{k}" for k in range(8)]
     assert table.info["sfreq"] == pytest.approx(250.0, abs=0.01)
     assert np.isfinite(table.targets.coords).all()  # 10-20 names found in the montage
+
+
+def test_lost_samples_are_nan_for_the_pipeline(tmp_path):
+    """An empty or NaN channel cell is a lost sample: the pipeline refuses the channel
+    with its name, or drops it when preprocess.drop_nonfinite asks for it."""
+    from brainhead.preprocess import run_preprocessing
+    from brainhead.specs import load_study
+
+    path = write_stream(tmp_path / "raw" / "rec.csv", NAMES_10_20, sfreq=100.0,
+                        markers={200: "stim", 600: "stim", 1000: "stim"})
+    lines = path.read_text().splitlines()
+    for k in (400, 401):
+        cells = lines[k].split(",")
+        cells[2] = "" if k == 400 else "NaN"  # Fp2
+        lines[k] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+    raw = read_stream(path)
+    assert np.isnan(raw.get_data()[1, 399:401]).all()
+    (tmp_path / "stimuli.tsv").write_text(
+        "stim_id\ttext\n" + "".join(f"s{k}\tsentence {k}\n" for k in range(8)))
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(
+        {"name": "s", "seed": 0, "stimuli": "stimuli.tsv"}))
+    (tmp_path / "subjects").mkdir()
+    sub = {"subject": "01", "modality": "eeg", "source": {"files": ["raw/rec.csv"]}}
+    (tmp_path / "subjects" / "sub-01.yaml").write_text(yaml.safe_dump(sub))
+    with pytest.raises(RecordingError, match=r"sub-01: .*rec\.csv: channels \['Fp2'\] contain "
+                                             r"NaN .*key 'preprocess\.drop_nonfinite'"):
+        run_preprocessing(load_study(tmp_path), "01", tmp_path / "results")
+    sub["preprocess"] = {"drop_nonfinite": True}
+    (tmp_path / "subjects" / "sub-01.yaml").write_text(yaml.safe_dump(sub))
+    table = run_preprocessing(load_study(tmp_path), "01", tmp_path / "results")
+    assert "Fp2" not in table.targets.name and table.info["n_nonfinite_channels"] == 1

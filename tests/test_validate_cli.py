@@ -190,6 +190,8 @@ CASES = [
      None, ["key 'stimuli'", "lacks column(s) ['stim_id', 'text']"]),
     ("stimuli-not-utf8", _text("stimuli.tsv", "stim_id\ttext\na\tcaf\xe9\n".encode("latin-1")),
      "stimuli.tsv", None, ["key 'stimuli'", "not UTF-8"]),
+    ("stimuli-is-directory", _edit_study(stimuli="raw"), "study.yaml", None,
+     ["key 'stimuli'", "is a directory"]),
     # ----- EEG preprocessing
     ("montage-unknown", _eeg(montage="colin27_1025"), "study.yaml", None,
      ["key 'preprocess.eeg.montage'", "'colin27_1025' is not an MNE built-in montage",

@@ -87,7 +87,9 @@ def read_stream(path: str | os.PathLike, *, subject: str | None = None,
     ------
     RecordingError
         Naming the file (and subject) and the line: no timestamp column, a non-numeric
-        value, timestamps that do not increase, an interval outside the jitter
+        value (an empty or NaN channel value is read as NaN, which the EEG pipeline
+        refuses or drops as ``preprocess.drop_nonfinite`` says), timestamps that do not
+        increase, an interval outside the jitter
         tolerance (a gap or a burst), fewer than two samples.
     """
     import mne
@@ -133,9 +135,13 @@ def read_stream(path: str | os.PathLike, *, subject: str | None = None,
         raise RecordingError(f"{where}: {len(table)} samples; a stream needs at least 2")
     first_line = skip + 2  # line of the first data row (1-based, after the header)
 
-    def numeric(col: str) -> np.ndarray:
-        values = pd.to_numeric(table[col].str.strip(), errors="coerce").to_numpy(float)
-        bad = np.flatnonzero(~np.isfinite(values))
+    def numeric(col: str, missing_ok: bool = False) -> np.ndarray:
+        """A column as floats; with ``missing_ok`` an empty or NaN cell is NaN (a lost
+        sample, left to the pipeline: an error, or the channel dropped on request)."""
+        text = table[col].str.strip()
+        values = pd.to_numeric(text, errors="coerce").to_numpy(float)
+        missing = text.str.lower().isin(("", "nan", "na", "n/a")).to_numpy()
+        bad = np.flatnonzero(~np.isfinite(values) & ~(missing & missing_ok))
         if len(bad):
             raise RecordingError(
                 f"{where}: column {col!r} has {len(bad)} value(s) that are not finite "
@@ -162,7 +168,7 @@ def read_stream(path: str | os.PathLike, *, subject: str | None = None,
             f"{steps[worst]:.6g} s, {off[worst]:.0%} off the period {period:.6g} s "
             f"({sfreq:.6g} Hz estimated from the timestamps), more than key "
             f"'source.stream.max_jitter' ({max_jitter:.0%}): a gap or a burst in the stream")
-    data = np.stack([numeric(c) for c in channels]) * _UNITS[units]
+    data = np.stack([numeric(c, missing_ok=True) for c in channels]) * _UNITS[units]
     info = mne.create_info(list(channels), sfreq, ch_type)
     raw = mne.io.RawArray(data, info, verbose="error")
     if m_col is not None:

@@ -218,8 +218,8 @@ def _mark_bads(inst, data: np.ndarray, params: dict, spec, path, *, stage: str) 
         if nan and not params.get("drop_nonfinite"):
             raise RecordingError(
                 f"{_where(spec, path)}: channels {nan[:6]} contain NaN or infinite values; "
-                "list them in bad_channels, or set preprocess.drop_nonfinite: true (or "
-                "preprocess.detect_bads: true) to drop them"
+                "list them in bad_channels, or set key 'preprocess.drop_nonfinite' (or "
+                "preprocess.detect_bads) to true to drop them"
             )
         if not nan or stage != "raw":
             return {}
