@@ -318,7 +318,8 @@ def builtin_montages() -> tuple[str, ...]:
 
     spec = importlib.util.find_spec("mne")
     if spec is not None and spec.submodule_search_locations:
-        folder = Path(list(spec.submodule_search_locations)[0]) / "channels" / "data" / "montages"
+        package = Path(next(iter(spec.submodule_search_locations)))
+        folder = package / "channels" / "data" / "montages"
         names = sorted(p.name.rsplit(".", 1)[0] for p in folder.glob("*.*")
                        if p.suffix in (".elc", ".txt", ".csd", ".sfp", ".tsv"))
         if names:

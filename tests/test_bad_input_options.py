@@ -11,9 +11,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 import yaml
-
 from _bad_inputs_eeg import NAMES_10_20, SFREQ, _edf, _signals, write_stream
 from _bad_inputs_fmri import AFFINE, block_events, write_bold, write_study
+
 from brainhead.io.readers import RecordingError
 from brainhead.preprocess import run_preprocessing
 from brainhead.specs import load_study

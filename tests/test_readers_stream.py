@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import yaml
-
 from _bad_inputs_eeg import NAMES_10_20, write_stream
+
 from brainhead.io.readers import RecordingError, read_raw
 from brainhead.io.streams import read_stream
 

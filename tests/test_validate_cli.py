@@ -367,7 +367,8 @@ def test_snakefile_refuses_before_any_job(workflow_copy, case_id):
     edit(study)
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "-n",
                            "--configfile", f"data_specs/{case_id}/study.yaml"],
-                          cwd=workflow_copy, capture_output=True, text=True, timeout=300)
+                          cwd=workflow_copy, capture_output=True, text=True, timeout=300,
+                          check=False)
     assert proc.returncode != 0
     assert "invalid study spec" in proc.stderr
     line = next((ln for ln in proc.stderr.splitlines() if all(t in ln for t in expected)),

@@ -20,7 +20,14 @@ import yaml
 
 from brainhead.align.scores import align_subject, check_layers_differ, score_subject
 from brainhead.cli import main
-from brainhead.io import ResponseTable, Targets, View, provenance, write_arrays, write_responses
+from brainhead.io import (
+    ResponseTable,
+    Targets,
+    View,
+    provenance,
+    write_arrays,
+    write_responses,
+)
 from brainhead.io.readers import RecordingError
 from brainhead.specs import SpecError, load_study
 
@@ -65,7 +72,7 @@ def test_eegmmidb_snakefile_refuses_before_any_job(tmp_path):
     sub.write_text(yaml.safe_dump(data))
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "-n",
                            "--configfile", "data_specs/eegmmidb/study.yaml"],
-                          cwd=work, capture_output=True, text=True, timeout=300)
+                          cwd=work, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode != 0
     assert "invalid study spec" in proc.stderr
     assert "degenerate design" in proc.stderr and "align.min_stimuli" in proc.stderr

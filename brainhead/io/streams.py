@@ -16,7 +16,7 @@ import numpy as np
 
 from .readers import RecordingError
 
-__all__ = ["STREAM_EXTENSIONS", "TIMESTAMP_NAMES", "MARKER_NAMES", "read_stream"]
+__all__ = ["MARKER_NAMES", "STREAM_EXTENSIONS", "TIMESTAMP_NAMES", "read_stream"]
 
 #: File extensions read by :func:`read_stream`.
 STREAM_EXTENSIONS = (".csv", ".tsv")
