@@ -485,19 +485,24 @@ def _study_problems(config: dict, raw: dict, path: Path, root: Path, *,
     n_stimuli = None
     if "simulate" in config:
         n_stimuli = config["simulate"]["n_stimuli"]
-        where_n = f"simulate.n_stimuli is {n_stimuli}"
+        what = f"simulate.n_stimuli is {n_stimuli}"
     elif "stimuli" in config and (root / config["stimuli"]).is_file():
-        table_problems, n_stimuli = check_stimulus_table(root / config["stimuli"])
+        table = root / config["stimuli"]
+        table_problems, counts = check_stimulus_table(table)
         problems += table_problems
-        where_n = f"the stimuli table {_rel(root / config['stimuli'])} has {n_stimuli}"
+        if counts is not None and not table_problems:
+            n_ids, n_stimuli = counts
+            what = (f"the stimuli table {_rel(table)} has {n_ids} distinct stimuli"
+                    if n_ids == n_stimuli else
+                    f"the stimuli table {_rel(table)} has {n_ids} stimuli but only "
+                    f"{n_stimuli} distinct texts")
     minimum = align["min_stimuli"]
-    if design and n_stimuli is not None and not any("stimuli table" in p for p in problems) and (
-            n_stimuli < minimum):
+    if design and n_stimuli is not None and n_stimuli < minimum:
         problems.append(
-            f"{where}: key 'align.min_stimuli': degenerate design: {where_n} distinct "
-            f"stimuli, fewer than align.min_stimuli = {minimum}; layer alignment needs "
-            "many distinct stimuli (a few conditions decode labels, they do not align "
-            "layers): add stimuli, or lower align.min_stimuli if you know why")
+            f"{where}: key 'align.min_stimuli': degenerate design: {what}, fewer than "
+            f"align.min_stimuli = {minimum}; layer alignment needs many distinct stimuli "
+            "(a few conditions decode labels, they do not align layers): add stimuli, or "
+            "lower align.min_stimuli if you know why")
     asked = raw.get("align", {}).get("ceiling")
     if design and asked in ("split_half", "ncsnr") and "simulate" in config and (
             config["simulate"]["n_repeats"] < 2):

@@ -171,6 +171,11 @@ CASES = [
     # ----- the design
     ("too-few-stimuli", _text("stimuli.tsv", "stim_id\ttext\nleft\tLeft fist.\nright\tRight.\n"),
      "study.yaml", None, ["key 'align.min_stimuli'", "degenerate design", "2 distinct"]),
+    ("two-texts-many-ids", _text("stimuli.tsv", "stim_id\ttext\n" + "".join(
+        f"t{k}\t{'Imagine the left fist.' if k % 2 else 'Imagine the right fist.'}\n"
+        for k in range(40))),
+     "study.yaml", None, ["key 'align.min_stimuli'", "degenerate design",
+                          "has 40 stimuli but only 2 distinct texts"]),
     ("simulated-ceiling-no-repeats",
      _text("study.yaml", "name: v\nseed: 0\nsimulate: {n_repeats: 1}\n"
                          "align: {ceiling: ncsnr}\n"),

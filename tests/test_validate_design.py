@@ -103,8 +103,8 @@ def test_explicit_ceiling_without_repeats_is_refused(tmp_path):
 def test_too_few_simulated_stimuli_is_refused(tmp_path):
     root = _simulated_study(tmp_path, min_stimuli=200)
     with pytest.raises(SpecError, match=r"key 'align\.min_stimuli': degenerate design: "
-                                        r"simulate\.n_stimuli is 160 distinct stimuli, "
-                                        r"fewer than align\.min_stimuli = 200"):
+                                        r"simulate\.n_stimuli is 160, fewer than "
+                                        r"align\.min_stimuli = 200"):
         load_study(root)
 
 
@@ -178,3 +178,33 @@ def test_check_layers_differ_passes_real_differences():
     same = np.full((3, 2), 0.464)
     with pytest.raises(RecordingError, match=r"here: .*mean r = 0\.464"):
         check_layers_differ({"r_trained": same, "r_random": same.copy()}, "here")
+
+
+def test_align_refuses_two_texts_under_many_ids(tmp_path):
+    """The issue's forced-through case: 40 trials with ids of their own but only two
+    texts (so two feature vectors): every layer, trained or random, scored the same
+    (r ~ 0.46) and a best layer was named. Now the align step stops, writing nothing."""
+    rng = np.random.default_rng(0)
+    n = 40
+    ids = np.array([f"t{k:02d}" for k in range(n)])
+    cond = np.arange(n) % 2
+    view = View(X=(rng.normal(size=(n, 6)) + cond[:, None]).astype(np.float32),
+                rows={"stim_id": ids, "group": (np.arange(n) // 10).astype(str)})
+    table = ResponseTable(subject="x", modality="eeg",
+                          targets=Targets(name=[f"c{i}" for i in range(6)],
+                                          kind=["channel"] * 6,
+                                          coords=np.full((6, 3), np.nan), region=[""] * 6),
+                          views={"stimulus": view})
+    responses = write_responses(tmp_path / "responses.h5", table, provenance("preprocess", {}))
+    two = rng.normal(size=(2, 3, 2, 16))  # (control, layer, text, dim)
+    features = write_arrays(tmp_path / "f.h5",
+                            {"trained": two[0][:, cond].astype(np.float32),
+                             "random": two[1][:, cond].astype(np.float32), "stim_id": ids},
+                            provenance("features", {}))
+    out = tmp_path / "align"
+    with pytest.raises(RecordingError, match=r"every layer of the trained model and of its "
+                                             r"random control scores the same \(mean r = "
+                                             r"0\.4\d\d\)"):
+        align_subject(responses, features, "toy", {**PARAMS, "min_stimuli": 2},
+                      out / "a.h5", out / "a.tsv", out / "b.tsv")
+    assert not out.exists()

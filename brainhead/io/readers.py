@@ -412,14 +412,20 @@ def _read_stimuli(path: Path) -> tuple[pd.DataFrame | None, list[str]]:
     return table, problems
 
 
-def check_stimulus_table(path: str | os.PathLike) -> tuple[list[str], int | None]:
-    """Problems of a stimuli table and its number of distinct stimuli (None if unreadable).
+def check_stimulus_table(path: str | os.PathLike
+                         ) -> tuple[list[str], tuple[int, int] | None]:
+    """Problems of a stimuli table, and its numbers of stimulus ids and distinct texts.
 
     Checked: UTF-8, tab-separated, columns ``stim_id`` and ``text``, no blank or
-    duplicate id, no blank, ``NA`` or ``None`` text.
+    duplicate id, no blank, ``NA`` or ``None`` text. The counts are None when the
+    table cannot be read; features are computed on texts, so two ids with one text are
+    one stimulus to a model.
     """
     table, problems = _read_stimuli(Path(path))
-    return problems, (None if table is None else int(table["stim_id"].nunique()))
+    if table is None:
+        return problems, None
+    texts = table["text"].str.strip()
+    return problems, (int(table["stim_id"].nunique()), int(texts.nunique()))
 
 
 def stimulus_table(path: str | os.PathLike) -> pd.DataFrame:
