@@ -352,8 +352,12 @@ def test_stimuli_texts_are_read_as_text(tmp_path):
 
 
 # --------------------------------------------------------------------------- the Snakefile
+# Not "study-not-utf8": Snakemake's CLI parses --configfile itself before the Snakefile
+# runs, and a study.yaml that is not UTF-8 fails there with Snakemake's own traceback;
+# `brainhead validate` (above) is where that file gets its clear message.
 SNAKEMAKE_CASES = ["lfreq-above-hfreq", "subject-duplicate-key", "stimuli-na-text",
-                   "recording-is-directory"]
+                   "recording-is-directory", "study-alias-bomb", "study-duplicate-nested-key",
+                   "subject-not-utf8"]
 
 
 @pytest.fixture(scope="module")
