@@ -597,8 +597,15 @@ def _subject_problems(raw: dict, path: Path, study: dict, root: Path) -> list[st
                                schema["$defs"][raw["modality"]], schema)
         continuous = not (isinstance(source, dict)
                           and source.get("dataset") in _EPOCHED_DATASETS)
-        problems += preprocess_problems(raw["modality"], merged, where,
-                                        continuous=continuous)
+        # only what the overrides cause: the study's own problems are reported once,
+        # naming study.yaml
+        inherited = set(preprocess_problems(
+            raw["modality"], fill_defaults(study["preprocess"].get(raw["modality"], {}),
+                                           schema["$defs"][raw["modality"]], schema),
+            where, continuous=continuous))
+        problems += [p for p in preprocess_problems(raw["modality"], merged, where,
+                                                    continuous=continuous)
+                     if p not in inherited]
     return problems
 
 
@@ -761,8 +768,11 @@ def load_study(study: Path | str, *, design: bool = True) -> StudySpec:
         )
     subjects: dict[str, SubjectSpec] = {}
     declared: dict[str, Path] = {}
+    declared_sources: list[tuple[Any, Any]] = []  # (modality, source) of every file
     for file in files:
         raw_sub, _ = _read_yaml(file)
+        if isinstance(raw_sub, dict):
+            declared_sources.append((raw_sub.get("modality"), raw_sub.get("source")))
         sid = raw_sub.get("subject") if isinstance(raw_sub, dict) else None
         if isinstance(sid, str) and sid in declared:
             problems.append(
@@ -779,11 +789,11 @@ def load_study(study: Path | str, *, design: bool = True) -> StudySpec:
             continue
         subjects[spec.subject] = spec
     for modality in MODALITIES:  # windows vs tmin/tmax, where a subject cuts epochs
-        mine = [s for s in subjects.values() if s.modality == modality]
+        mine = [source for mod, source in declared_sources if mod == modality]
         if modality in raw.get("preprocess", {}) and mine:
-            continuous = any(not (isinstance(s.source, dict)
-                                  and s.source.get("dataset") in _EPOCHED_DATASETS)
-                             for s in mine)
+            continuous = any(not (isinstance(source, dict)
+                                  and source.get("dataset") in _EPOCHED_DATASETS)
+                             for source in mine)
             problems += [p for p in preprocess_problems(
                 modality, config["preprocess"][modality], _rel(path), continuous=continuous,
                 prefix=f"preprocess.{modality}") if p not in problems]

@@ -404,3 +404,21 @@ def test_inspect_refuses_what_is_not_an_artifact(tmp_path, capsys, kind):
     assert code == 1
     assert f"{path}: {expected}" in err
     assert "Traceback" not in err
+
+
+def test_a_study_problem_is_reported_once(tmp_path, monkeypatch, capsys):
+    """A subject that overrides something else does not repeat the study's problem."""
+    root = _study(tmp_path / "study")
+    _eeg(l_freq=40.0, h_freq=1.0)(root)
+    _edit_subject(preprocess={"notch": [50]})(root)
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", "study"]) == 1
+    problems = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("  - ")]
+    assert len(problems) == 1 and "study.yaml: key 'preprocess.eeg.l_freq'" in problems[0]
+    # the subject's own override is reported against the subject file
+    _edit_subject(preprocess={"h_freq": 0.5})(root)
+    assert main(["validate", "study"]) == 1
+    problems = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("  - ")]
+    assert len(problems) == 2
+    assert any("sub-01.yaml: subject '01': key 'preprocess.l_freq': 40 Hz is not below "
+               "preprocess.h_freq 0.5 Hz" in p for p in problems)
