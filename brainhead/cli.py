@@ -97,6 +97,45 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_init(args) -> int:
+    from .scaffold import ScaffoldError, init_study
+
+    try:
+        out = init_study(args.study_dir, args.bids, name=args.name)
+    except ScaffoldError as err:
+        print(f"cannot scaffold a study from {args.bids} ({len(err.problems)} problem(s)):",
+              file=sys.stderr)
+        for problem in err.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    subjects = out["subjects"]
+    print(f"wrote {out['study']} with {len(subjects)} subject file(s) and "
+          f"{out['n_stimuli']} stimuli")
+    for sub in subjects:
+        print(f"  sub-{sub.subject}: {sub.modality}, task {sub.task}, "
+              f"{len(sub.runs) or 1} run(s), {len(sub.bad_channels)} bad channel(s)")
+    if out["n_without_text"]:
+        print(f"  {out['n_without_text']} stimuli have no text in the events files: edit "
+              "stimuli.tsv")
+    study = _load_study(args.study_dir)
+    if study is None:
+        return 1
+    print(f"brainhead validate: study '{study.name}' is valid; run it with "
+          f"snakemake --cores N --configfile {out['study']}")
+    return 0
+
+
+def _cmd_summary(args) -> int:
+    from .summary import SummaryError, format_summary
+
+    try:
+        print(format_summary(args.results))
+    except SummaryError as err:
+        print(f"brainhead summary: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``brainhead`` command."""
     parser = argparse.ArgumentParser(
@@ -111,6 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study", help="data_specs/<study> with a 'simulate' section")
     p.add_argument("--out", help="output folder (default results/<study name>)")
     p.set_defaults(func=_cmd_simulate)
+    p = sub.add_parser("init", help="scaffold a study folder (study.yaml, subjects/, "
+                                    "stimuli.tsv) from a BIDS dataset")
+    p.add_argument("study_dir", help="the new study folder, e.g. data_specs/<study>")
+    p.add_argument("--bids", required=True, help="root of the BIDS dataset")
+    p.add_argument("--name", help="study name (default: the folder's name)")
+    p.set_defaults(func=_cmd_init)
+    p = sub.add_parser("summary", help="print the best-layer table and the modality summary "
+                                       "of a finished run")
+    p.add_argument("results", help="results/<study>")
+    p.set_defaults(func=_cmd_summary)
     p = sub.add_parser("inspect", help="print the content and provenance of an artifact")
     p.add_argument("path", help="an HDF5 artifact (responses.h5, features/*.h5, align/*.h5)")
     p.set_defaults(func=_cmd_inspect)
