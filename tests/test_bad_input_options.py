@@ -102,14 +102,15 @@ def test_eeg_nan_channel_dropped_on_request(tmp_path, caplog):
     assert np.isfinite(table.view("stimulus").X).all()
 
 
-def _nan_bold(root):
+def _nan_bold(root, shape=(6, 6, 5)):
     events = block_events()
-    bold = write_bold(root / "raw" / "bold.nii.gz", events=events)
+    bold = write_bold(root / "raw" / "bold.nii.gz", shape=shape, events=events)
     events.to_csv(root / "raw" / "events.tsv", sep="\t", index=False)
     img = nib.load(bold)
     data = np.asarray(img.dataobj, dtype=np.float32)
-    data[2, 2, 2, 10:20] = np.nan
-    data[3, 3, 2, :] = np.nan  # NaN in every volume (a voxel outside the field of view)
+    c = tuple(n // 2 - 1 for n in shape)  # (2, 2, 1) in the small image: inside the brain
+    data[c[0], c[1], c[2] + 1, 10:20] = np.nan
+    data[c[0] + 1, c[1] + 1, c[2] + 1, :] = np.nan  # NaN in every volume
     nib.save(nib.Nifti1Image(data, img.affine, img.header), bold)
     mask = np.zeros(data.shape[:3], np.uint8)
     mask[1:-1, 1:-1, 1:-1] = 1
@@ -147,3 +148,18 @@ def test_old_montage_name_read_by_the_pipeline_too():
     spec = SimpleNamespace(subject="x", path="sub-x.yaml", preprocess={})
     montage = _montage({"montage": "standard_1005"}, spec)
     assert "FCC3h" in montage.ch_names  # a 10-05 position
+
+
+def test_fmri_nan_voxels_with_a_mask_computed_from_the_data(tmp_path):
+    """Without a mask, the EPI mask is computed as if the NaN were 0; the NaN voxels
+    inside it are then an error, or left out on request."""
+    sub = _nan_bold(tmp_path, shape=(12, 12, 10))  # big enough for compute_epi_mask
+    del sub["source"]["mask"]
+    with pytest.raises(RecordingError, match=r"sub-f1: .*bold\.nii\.gz: 2 of \d+ voxels "
+                                             r"inside the brain mask hold NaN"):
+        run_preprocessing(write_study(tmp_path, [sub]), "f1", tmp_path / "results")
+    sub["preprocess"] = {"drop_nonfinite": True}
+    table = run_preprocessing(write_study(tmp_path, [sub]), "f1", tmp_path / "results")
+    assert table.info["n_nonfinite_voxels"] == 2
+    assert table.info["mask"] == "data"
+    assert np.isfinite(table.view("stimulus").X).all()

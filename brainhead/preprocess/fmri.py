@@ -31,7 +31,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from .._logging import logger
+from .._logging import logger, progress
 from ..io.datasets import FmriRun, FmriRuns
 from ..io.readers import RecordingError, read_bold
 from ..io.table import ResponseTable, Targets, View
@@ -344,6 +344,17 @@ def _check_grid(img, ref_img, subject: str, path, what: str) -> None:
         )
 
 
+def _finite_image(img):
+    """``img`` with NaN/inf set to 0 (for computing a mask; the voxels are judged later)."""
+    import nibabel as nib
+
+    values = np.asanyarray(img.dataobj)
+    if not np.issubdtype(values.dtype, np.floating) or np.isfinite(values).all():
+        return img
+    return nib.Nifti1Image(np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0),
+                           img.affine, img.header)
+
+
 def _brain_mask(spec, data: FmriRuns, first_img, first_path):
     """The mask image on the BOLD grid, and where it came from."""
     from nilearn.image import resample_to_img
@@ -366,7 +377,7 @@ def _brain_mask(spec, data: FmriRuns, first_img, first_path):
                               force_resample=True)
         source = "mni152"
     else:
-        img = compute_epi_mask(first_img)
+        img = compute_epi_mask(_finite_image(first_img))
         source = "data"
     if not np.asarray(img.dataobj).any():
         raise RecordingError(f"sub-{spec.subject}: {_rel(first_path)}: the brain mask "
@@ -500,7 +511,8 @@ def preprocess_fmri_runs(spec, data: FmriRuns) -> ResponseTable:
     stim_X, stim_id, stim_group, stim_y = [], [], [], []
     ts_X, ts_time, ts_group, ev = [], [], [], []
     masker = None
-    for run, (img, t_r, events) in zip(runs, checked):
+    for run, (img, t_r, events) in progress(list(zip(runs, checked)),
+                                            desc=f"sub-{spec.subject}: fMRI runs (mask, GLM)"):
         kwargs = dict(mask_img=mask_img, detrend=params["detrend"],
                       standardize="zscore_sample" if params["standardize"] else False,
                       high_pass=params["high_pass"], t_r=t_r,
