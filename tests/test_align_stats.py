@@ -88,7 +88,7 @@ def test_weighted_r_of_counts_is_the_r_of_the_resampled_rows():
     rng = np.random.default_rng(3)
     A, B = rng.normal(size=(15, 4)), rng.normal(size=(15, 4))
     index = rng.integers(0, 15, size=(50, 15))
-    got = stats._weighted_r(counts_from_indices(index, 15), A - A.mean(0), B - B.mean(0))
+    got = stats.weighted_r(counts_from_indices(index, 15), A - A.mean(0), B - B.mean(0))
     expected = np.stack([pearson_r(A[i], B[i]) for i in index])
     np.testing.assert_allclose(got, expected, atol=1e-12)
 
@@ -292,3 +292,14 @@ def test_timeseries_layer_statistics_match_per_draw_loops(monkeypatch):
         np.testing.assert_allclose(region_boot[:, i], boot[:, masks[key]].mean(1),
                                    atol=1e-12)
 
+
+
+def test_public_names_of_stats_exist_and_are_documented():
+    assert len(set(stats.__all__)) == len(stats.__all__)
+    for name in stats.__all__:
+        obj = getattr(stats, name)
+        if callable(obj) and not isinstance(obj, type):  # functions: numpydoc sections
+            doc = obj.__doc__ or ""
+            assert "Parameters\n" in doc and ("Returns\n" in doc or "Yields\n" in doc), name
+    assert {"weighted_r", "counts_from_indices", "permuted_column_dots",
+            "PairPermutations", "NULL_BLOCK_ELEMENTS"} <= set(stats.__all__)

@@ -42,9 +42,9 @@ from .ridge import GroupRidgeCV, pearson_r, solve_ridge_cv_closed_form
 from .stats import (
     NULL_BLOCK_ELEMENTS,
     PairPermutations,
-    _weighted_r,
     counts_from_indices,
     permuted_column_dots,
+    weighted_r,
 )
 
 SUMMARY_COLUMNS = ["subject", "modality", "view", "region", "model", "control", "layer",
@@ -288,7 +288,7 @@ def _boot_region_r(folds_data, regions: _RegionMeans) -> np.ndarray:
     -------
     boot : ndarray, shape (n_boot, n_regions)
         For each draw: each target's r on the resampled rows of every fold (weighted
-        moments, :func:`~.stats._weighted_r`), averaged over folds (NaN if one fold's is),
+        moments, :func:`~.stats.weighted_r`), averaged over folds (NaN if one fold's is),
         then over the region's finite targets. Draws are processed in blocks of
         :data:`~.stats.NULL_BLOCK_ELEMENTS` entries.
     """
@@ -300,7 +300,7 @@ def _boot_region_r(folds_data, regions: _RegionMeans) -> np.ndarray:
         draws = slice(start, min(start + step, n_boot))
         total = 0.0
         for A, B, W in folds_data:
-            total = total + _weighted_r(W[draws], A, B)
+            total = total + weighted_r(W[draws], A, B)
         out[draws] = regions.means(total / len(folds_data))
     return out
 

@@ -15,7 +15,7 @@ Many draws at once: the alignment scores (:mod:`~brainhead.align.scores`) standa
 the data once and score all draws of a fold as array operations, in blocks of
 :data:`NULL_BLOCK_ELEMENTS` so that memory does not grow with the number of draws:
 :func:`permuted_column_dots` (Pearson r under every permutation of the rows),
-:func:`counts_from_indices` with ``_weighted_r`` (Pearson r of every bootstrap draw
+:func:`counts_from_indices` with :func:`weighted_r` (Pearson r of every bootstrap draw
 from weighted moments) and :class:`PairPermutations` (RDM and Gram-matrix comparisons
 under every permutation of the stimuli).
 """
@@ -264,13 +264,25 @@ def _percentile_ci(dist: np.ndarray, ci: float, axis: int = 0):
     return lo, hi
 
 
-def _weighted_r(W: np.ndarray, A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Pearson r per column for each row of resampling counts W (n_boot, n) -> (n_boot, t).
+def weighted_r(W: np.ndarray, A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Pearson r per column of ``A`` and ``B`` for every draw of resampling counts.
 
     Row ``b`` of the result is the Pearson r of the rows of ``A`` and ``B`` repeated
-    ``W[b]`` times (a bootstrap resample given as counts), from weighted moments: five
-    matrix products for all draws instead of one resampled copy per draw. Centre ``A``
-    and ``B`` first (on all rows) to keep the moment sums accurate.
+    ``W[b]`` times (a bootstrap resample given as counts, :func:`counts_from_indices`),
+    from weighted moments: five matrix products for all draws instead of one resampled
+    copy per draw.
+
+    Parameters
+    ----------
+    W : ndarray, shape (n_draws, n_rows)
+        Non-negative weights (counts) of the rows in each draw.
+    A, B : ndarray, shape (n_rows, n_columns)
+        Centre them first (on all rows) to keep the moment sums accurate.
+
+    Returns
+    -------
+    r : ndarray, shape (n_draws, n_columns)
+        NaN where a draw leaves a column (numerically) without variance.
     """
     n = W.sum(1, keepdims=True)
     ma, mb = W @ A / n, W @ B / n
@@ -474,13 +486,13 @@ def bootstrap_r_ci(y_true, y_pred, n_boot: int = 1000, ci: float = 0.95, seed=0,
     rng = np.random.default_rng(seed)
     n, t = A.shape
     A, B = A - A.mean(0), B - B.mean(0)  # centring first keeps the moment sums accurate
-    r_obs = _weighted_r(np.ones((1, n)), A, B)[0]
+    r_obs = weighted_r(np.ones((1, n)), A, B)[0]
     boot = np.empty((n_boot, t))
     batch = max(1, _BATCH_ELEMENTS // max(n, t))
     for s in range(0, n_boot, batch):
         m = min(batch, n_boot - s)
         W = rng.multinomial(n, np.full(n, 1.0 / n), size=m).astype(np.float64)
-        boot[s:s + m] = _weighted_r(W, A, B)
+        boot[s:s + m] = weighted_r(W, A, B)
     with _quiet_nan():
         dist = summary(boot, axis=1)
         estimate = float(summary(r_obs))
@@ -707,3 +719,12 @@ def intermediate_layer_advantage(layer_scores, n_boot: int = 1000, ci: float = 0
             "gap": float(means[best] - means[-1]), "gap_low": float(lo),
             "gap_high": float(hi), "gap_distribution": gaps,
             "p_last_best": float(last_best.mean())}
+
+
+__all__ = [
+    "ALTERNATIVES", "NULL_BLOCK_ELEMENTS", "PERMUTATION_SCHEMES", "PairPermutations",
+    "PairedResult", "PermutationResult", "best_layer_on_train", "bootstrap_ci",
+    "bootstrap_r_ci", "counts_from_indices", "fdr_bh", "intermediate_layer_advantage",
+    "paired_test", "permutation_pvalues", "permutation_test", "permute_indices",
+    "permuted_column_dots", "weighted_r",
+]
