@@ -29,11 +29,36 @@ def setup_logging(log_file: str | os.PathLike | None = None, level: int = loggin
 
 
 def progress(iterable: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
-    """Wrap a long loop in a tqdm bar; silent when ``BRAINHEAD_NO_PROGRESS`` is set."""
+    """Wrap a long loop in a tqdm bar and log its progress.
+
+    The bar goes to stderr (the terminal), silent when ``BRAINHEAD_NO_PROGRESS`` is set;
+    the log (and so the rule's log file) gets a line when the loop starts, at each
+    quarter of it (when its length is known) and when it ends, with the elapsed time.
+    ``desc`` says what is done to which subject, e.g. ``"sub-01: runs"``.
+    """
     from tqdm.auto import tqdm
 
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)  # type: ignore[arg-type]
     disable = bool(os.environ.get("BRAINHEAD_NO_PROGRESS"))
-    return iter(tqdm(iterable, desc=desc, total=total, disable=disable, leave=False))
+    bar = tqdm(iterable, desc=desc, total=total, disable=disable, leave=False)
+    return _logged(bar, desc, total)
+
+
+def _logged(items: Iterable[T], desc: str, total: int | None) -> Iterator[T]:
+    import time
+
+    start = time.monotonic()
+    logger.info("%s: started (%s steps)", desc, total if total is not None else "?")
+    n, mark = 0, 0.25
+    for item in items:
+        yield item
+        n += 1
+        if total and n < total and n / total >= mark:
+            logger.info("%s: %d/%d done (%.1f s)", desc, n, total, time.monotonic() - start)
+            while n / total >= mark:
+                mark += 0.25
+    logger.info("%s: %d steps done in %.1f s", desc, n, time.monotonic() - start)
 
 
 class log_to:

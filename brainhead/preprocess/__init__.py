@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .._logging import logger
 from ..io.store import provenance, write_responses
 from ..io.table import ResponseTable
 from ._common import bids_root_of, load_runs
@@ -35,6 +36,8 @@ def run_preprocessing(study, subject: str, results_dir: str | Path) -> ResponseT
     if subject not in study.subjects:
         raise KeyError(f"{study.path}: no subject '{subject}' (have {sorted(study.subjects)})")
     spec = study.subjects[subject]
+    source = spec.source if isinstance(spec.source, str) else sorted(spec.source)
+    logger.info("sub-%s (%s): preprocessing, source %s", subject, spec.modality, source)
     if isinstance(spec.source, dict) and "dataset" in spec.source:
         return _from_dataset(spec, seed=study.seed)
     bids_root = bids_root_of(spec, study.root, Path(results_dir))

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._logging import progress
 from ..io.readers import RecordingError, read_bids_raw, read_raw
 
 
@@ -47,7 +48,7 @@ def load_runs(spec, bids_root: Path | None, datatype: str, task: str = "sentence
         labels = get_entity_vals(sub_dir, "run") or [None]
         if isinstance(spec.source, dict) and spec.source.get("runs"):
             labels = [str(r) for r in spec.source["runs"]]
-        for label in labels:
+        for label in progress(labels, desc=f"sub-{spec.subject}: reading runs"):
             if str(label) in excluded:
                 continue
             raw = read_bids_raw(bids_root, spec.subject, task, datatype, run=label)
@@ -55,7 +56,9 @@ def load_runs(spec, bids_root: Path | None, datatype: str, task: str = "sentence
             chan = fname.with_name(fname.name.rsplit("_", 1)[0] + "_channels.tsv")
             runs.append(Run(str(label), raw, fname, chan if chan.is_file() else None))
     else:
-        for i, f in enumerate(spec.source["files"], start=1):
+        files = spec.source["files"]
+        for i, f in enumerate(progress(files, desc=f"sub-{spec.subject}: reading files"),
+                              start=1):
             if str(i) in excluded:
                 continue
             raw = read_raw(f, subject=spec.subject, stream=spec.source.get("stream"),
