@@ -150,6 +150,23 @@ def _rel(path: Path | str) -> str:
         return str(path)
 
 
+#: A key that picks one form of a subject's ``source`` (the schema's oneOf).
+_SOURCE_FORMS = ("bids_root", "files", "dataset")
+
+
+def _source_branch(err) -> dict | None:
+    """The ``source`` form a mapping's keys choose (files, bids_root, dataset), if one."""
+    if not isinstance(err.instance, dict):
+        return None
+    chosen = [k for k in _SOURCE_FORMS if k in err.instance]
+    if len(chosen) != 1:
+        return None
+    for branch in err.schema["oneOf"]:
+        if chosen[0] in branch.get("required", []):
+            return branch
+    return None
+
+
 def _schema_problems(instance: Any, schema: dict, where: str) -> list[str]:
     from jsonschema import Draft202012Validator
 
@@ -165,6 +182,12 @@ def _schema_problems(instance: Any, schema: dict, where: str) -> list[str]:
                 problems.append(f"{where}: unknown key '{full}' (allowed here: {allowed})")
             continue
         if err.validator == "oneOf" and key == "source":
+            branch = _source_branch(err)
+            if branch is not None:  # the form its keys choose: say what is wrong in it
+                for problem in _schema_problems(err.instance, branch, where):
+                    problems.append(problem.replace("key '", "key 'source.", 1)
+                                    .replace("'source.<top level>'", "'source'", 1))
+                continue
             msg = ("must be 'simulated', a mapping with bids_root and task, a mapping "
                    f"with files, or a mapping with dataset and root; got {err.instance!r}")
         elif err.validator == "oneOf" and err.context:
@@ -528,6 +551,10 @@ def _source_problems(source: dict, modality: str, where: str, root: Path) -> lis
     named += [(f"source.events[{i}]", f, (".tsv",)) for i, f in enumerate(source.get("events", []))]
     if "mask" in source:
         named.append(("source.mask", source["mask"], (".nii", ".nii.gz")))
+    if "stream" in source and not any(str(f).lower().endswith((".csv", ".tsv"))
+                                      for f in source.get("files", [])):
+        problems.append(f"{where}: key 'source.stream': applies to .csv/.tsv streams, and "
+                        "none of source.files is one; remove it")
     for key, value, extensions in named:
         target = root / value
         name = target.name.lower()

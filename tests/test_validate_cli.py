@@ -247,7 +247,13 @@ CASES = [
      ["key 'source.files[0]'", "unsupported file type '.img'", ".nii.gz"]),
     ("source-event-id-removed", _edit_subject(source={"files": ["raw/rec.edf"],
                                                       "event_id": {"T1": 1}}),
-     SUB, SUBJECT, ["key 'source'"]),
+     SUB, SUBJECT, ["unknown key 'source.event_id'"]),
+    ("stream-options-without-stream", _edit_subject(source={"files": ["raw/rec.edf"],
+                                                            "stream": {"units": "mV"}}),
+     SUB, SUBJECT, ["key 'source.stream'", "none of source.files is one"]),
+    ("stream-unknown-unit", _edit_subject(source={"files": ["raw/rec.edf"],
+                                                  "stream": {"units": "microvolt"}}),
+     SUB, SUBJECT, ["key 'source.stream.units': 'microvolt' is not one of"]),
     # ----- files as people have them
     ("subject-not-utf8", _text(SUB, "subject: '01'\nmodality: eeg\n# caf\xe9\n"
                                     "source: {files: [raw/rec.edf]}\n".encode("latin-1")),
