@@ -22,6 +22,14 @@ from .encoders import encoder_sections
 from .sections import ReportBuilder, ReportContext, register_section, registered_sections
 from .tables import best_layers, recovery_table
 
-__all__ = ["make_report", "best_layers", "encoder_sections", "recovery_table",
-           "register_section", "registered_sections", "ReportBuilder", "ReportContext",
-           "external_resources"]
+__all__ = [
+           "ReportBuilder",
+           "ReportContext",
+           "best_layers",
+           "encoder_sections",
+           "external_resources",
+           "make_report",
+           "recovery_table",
+           "register_section",
+           "registered_sections",
+]

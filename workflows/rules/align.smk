@@ -32,8 +32,10 @@ rule summary:
         best=expand(f"{RESULTS}/align/sub-{{subject}}_{{model}}_best.tsv", subject=SUBJECTS,
                     model=MODELS),
     output:
-        summary=f"{RESULTS}/align/summary.tsv",
-        best=f"{RESULTS}/align/best_layers.tsv",
+        summary=report(f"{RESULTS}/align/summary.tsv", caption="summary.rst",
+                       category="Tables"),
+        best=report(f"{RESULTS}/align/best_layers.tsv", caption="best_layers.rst",
+                    category="Tables"),
     log:
         f"{LOGS}/align/summary.log",
     run:
