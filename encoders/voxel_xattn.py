@@ -179,6 +179,43 @@ class VoxelCrossAttention(nn.Module):
         z = torch.stack([proj(x) for proj, x in zip(projs, layers)], dim=1)
         return self.token_norm(z + self.layer_embed)
 
+    def _attend(self, features, subject: str, targets: torch.Tensor | None):
+        """Tokens (B, L, d), values (B, L, H, e) and attention ((S, H, L) or (B, S, H, L))."""
+        if subject not in self.queries:
+            raise KeyError(f"unknown subject {subject!r}; known: {self.subjects}")
+        tok = self.tokens(features)
+        query = self.queries[subject]
+        if targets is not None:
+            query = F.embedding(targets, query, sparse=self.sparse_targets)
+        h = self.n_heads
+        q = rearrange(self.to_q(query), "s (h e) -> s h e", h=h)
+        v = self.dropout(rearrange(self.to_v(tok), "b l (h e) -> b l h e", h=h))
+        if self.keys == "layer":  # one distribution over layers per target: (S, H, L)
+            k = rearrange(self.to_k(self.layer_embed), "l (h e) -> l h e", h=h)
+            attn = (torch.einsum("she,lhe->shl", q, k) / math.sqrt(q.shape[-1])).softmax(-1)
+        else:  # stimulus-dependent: (B, S, H, L)
+            k = rearrange(self.to_k(tok), "b l (h e) -> b l h e", h=h)
+            attn = (torch.einsum("she,blhe->bshl", q, k) / math.sqrt(q.shape[-1])).softmax(-1)
+        return tok, v, attn
+
+    def attended(self, features, subject: str, targets: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+        """Each target's attended vector, the input of its linear read-out.
+
+        ``forward`` equals ``(attended(...) * readout_w[subject][targets]).sum(-1) +
+        readout_b`` (without dropout), so read-outs can be refitted in closed form on
+        it while everything else stays fixed.
+
+        Returns
+        -------
+        z : Tensor, shape (B, S, d)
+        """
+        _, v, attn = self._attend(features, subject, targets)
+        attn = self.dropout(attn)
+        mix = "shl" if attn.ndim == 3 else "bshl"
+        z = torch.einsum(f"blhe,{mix}->bshe", v, attn)
+        return rearrange(z, "b s h e -> b s (h e)")
+
     def forward(self, features, subject: str, targets: torch.Tensor | None = None, *,
                 return_attention: bool = False):
         """Predict the responses of ``subject``'s targets to a batch of stimuli.
@@ -198,27 +235,15 @@ class VoxelCrossAttention(nn.Module):
         attention : Tensor, shape (B, S, L)
             Only with ``return_attention``.
         """
-        if subject not in self.queries:
-            raise KeyError(f"unknown subject {subject!r}; known: {self.subjects}")
-        tok = self.tokens(features)
-        query = self.queries[subject]
+        tok, v, attn = self._attend(features, subject, targets)
         w, b = self.readout_w[subject], self.readout_b[subject]
         if targets is not None:
             # Sparse gradients: a step touches the rows of the sampled targets only, so
             # its memory does not grow with the subject's number of targets.
-            query = F.embedding(targets, query, sparse=self.sparse_targets)
             w = F.embedding(targets, w, sparse=self.sparse_targets)
             b = F.embedding(targets, b, sparse=self.sparse_targets)
         b = b.squeeze(1)
         h = self.n_heads
-        q = rearrange(self.to_q(query), "s (h e) -> s h e", h=h)
-        v = self.dropout(rearrange(self.to_v(tok), "b l (h e) -> b l h e", h=h))
-        if self.keys == "layer":  # one distribution over layers per target: (S, H, L)
-            k = rearrange(self.to_k(self.layer_embed), "l (h e) -> l h e", h=h)
-            attn = (torch.einsum("she,lhe->shl", q, k) / math.sqrt(q.shape[-1])).softmax(-1)
-        else:  # stimulus-dependent: (B, S, H, L)
-            k = rearrange(self.to_k(tok), "b l (h e) -> b l h e", h=h)
-            attn = (torch.einsum("she,blhe->bshl", q, k) / math.sqrt(q.shape[-1])).softmax(-1)
         # The read-out is linear, so read every layer's value out first, (B, S, H, L),
         # then mix with the attention: no (B, S, d) tensor is ever formed.
         readout = torch.einsum("blhe,she->bshl", v, rearrange(w, "s (h e) -> s h e", h=h))

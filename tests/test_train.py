@@ -317,3 +317,79 @@ def test_subject_train_keys(tmp_path):
     path.write_text(path.read_text().replace("transfer_holdout: true", "include: maybe"))
     with pytest.raises(SpecError, match="key 'train.include'"):
         load_study(study)
+
+
+# --------------------------------------------------------------------------- ridge read-outs
+def test_ridge_readouts_choose_the_penalty_of_the_smallest_leave_one_out_error():
+    """Against a plain loop: refit without each stimulus in turn, for every penalty."""
+    from brainhead.train.readout import ridge_readouts
+
+    rng = np.random.default_rng(3)
+    n, d, T = 15, 4, 3
+    Z = rng.standard_normal((T, n, d))
+    Y = np.einsum("tnd,td->tn", Z, rng.standard_normal((T, d))) + rng.standard_normal((T, n))
+    alphas = [0.1, 3.0, 100.0]
+
+    def fit(z, y, a):
+        zm, ym = z.mean(0), y.mean()
+        w = np.linalg.solve((z - zm).T @ (z - zm) + a * np.eye(d), (z - zm).T @ (y - ym))
+        return w, ym - zm @ w
+
+    W, b, chosen = ridge_readouts(torch.from_numpy(Z), torch.from_numpy(Y), alphas)
+    for t in range(T):
+        loo = []
+        for a in alphas:
+            err = 0.0
+            for i in range(n):
+                keep = np.arange(n) != i
+                w, c = fit(Z[t, keep], Y[t, keep], a)
+                err += (Y[t, i] - Z[t, i] @ w - c) ** 2
+            loo.append(err)
+        best = alphas[int(np.argmin(loo))]
+        assert chosen[t].item() == best
+        w, c = fit(Z[t], Y[t], best)
+        np.testing.assert_allclose(W[t].numpy(), w, rtol=1e-8, atol=1e-10)
+        assert b[t].item() == pytest.approx(c, rel=1e-8, abs=1e-10)
+    with pytest.raises(ValueError, match="positive"):
+        ridge_readouts(torch.from_numpy(Z), torch.from_numpy(Y), [0.0])
+
+
+@pytest.mark.parametrize("keys", ["layer", "token"])
+def test_attended_vectors_times_readouts_are_the_predictions(keys):
+    torch.manual_seed(0)
+    net = VoxelCrossAttention({"a": 9}, [6, 6, 6], d_model=8, n_heads=2, keys=keys).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_()
+        x = torch.randn(5, 3, 6)
+        t = torch.tensor([0, 4, 8])
+        z = net.attended(x, "a", t)
+        assert z.shape == (5, 3, 8)
+        expected = (z * net.readout_w["a"][t]).sum(-1) + net.readout_b["a"][t, 0]
+        torch.testing.assert_close(net(x, "a", t), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_refit_readouts_changes_only_that_subjects_readouts():
+    from brainhead.train.readout import refit_readouts
+
+    torch.manual_seed(1)
+    net = VoxelCrossAttention({"a": 7, "b": 5}, [6, 6], d_model=4, dropout=0.0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.randn(20, 2, 6)
+    with torch.no_grad():
+        z = net.attended(x, "a")
+        true_w = torch.randn(7, 4)
+        y = (z * true_w).sum(-1) + 0.5          # an exact linear read-out
+    alpha = refit_readouts(net, x, y, "a", alphas=[1e-6, 1e4])
+    after = net.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"readout_w.a", "readout_b.a"}
+    assert (alpha == 1e-6).all()
+    torch.testing.assert_close(after["readout_w.a"], true_w, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(after["readout_b.a"], torch.full((7, 1), 0.5), rtol=1e-3,
+                               atol=1e-3)
+    with pytest.raises(ValueError, match="responses must be"):
+        refit_readouts(net, x, y[:, :3], "a")

@@ -51,8 +51,9 @@ from .trainer import TrainConfig, epoch_seed, fit_run, resolve_device
 FAMILY = "voxel_xattn"
 
 #: Defaults of the study's ``train.voxel_xattn`` section (the schema repeats them).
-DEFAULTS = {"d_model": 32, "n_heads": 1, "dropout": 0.1, "n_sampled_targets": 4096,
+DEFAULTS = {"d_model": 32, "n_heads": 1, "dropout": 0.0, "n_sampled_targets": 4096,
             "cosine_weight": 0.0, "subject_lr_scale": 3.0, "n_components": None,
+            "readout": "ridge",
             "keys": "layer", "transfer": True, "transfer_fractions": [0.1, 0.25, 0.5, 1.0],
             "crowd": True, "crowd_fractions": [1.0, 0.25]}
 
@@ -97,7 +98,7 @@ class VoxelEncoderExperiment:
         ident["features"] = {k: zlib.crc32(np.ascontiguousarray(v).tobytes())
                              for k, v in features.items()}
         model_keys = ("d_model", "n_heads", "dropout", "n_sampled_targets", "cosine_weight",
-                      "subject_lr_scale", "n_components", "keys")
+                      "subject_lr_scale", "n_components", "keys", "readout")
         self.identity = spec_hash({"data": ident, "model": {k: self.params[k] for k in model_keys},
                                    "train": {k: v for k, v in vars(cfg).items()
                                              if k not in ("progress", "device")}})
@@ -174,8 +175,10 @@ class VoxelEncoderExperiment:
         val_loader = loader(data, val, batch_size=self.cfg.batch_size,
                             n_sampled_targets=self.params["n_sampled_targets"] * 16,
                             shuffle=False, seed=0)
-        info = fit_run(module, train_loader, val_loader, self.out_dir / "runs" / key,
-                       self.cfg, name=name)
+        run_dir = self.out_dir / "runs" / key
+        info = fit_run(module, train_loader, val_loader, run_dir, self.cfg, name=name)
+        if self.params["readout"] == "ridge":
+            self._refit_readouts(net, data, trainable or list(fit), train, run_dir)
         if before is not None:  # the frozen parameters must not have moved
             after = net.state_dict()
             change = max(float((after[k] - v).abs().max()) for k, v in before.items())
@@ -185,6 +188,29 @@ class VoxelEncoderExperiment:
                 raise RuntimeError(f"{name}: frozen parameters changed by {change}")
         self.runs.append({"run": name, "dir": f"runs/{key}", **info})
         return module, data
+
+    def _refit_readouts(self, net: torch.nn.Module, data: EncodingData,
+                        subjects: Sequence[str], train: Mapping[str, Sequence[str]],
+                        run_dir: Path) -> None:
+        """Closed-form ridge read-outs on every training stimulus (fit + validation).
+
+        The trained read-outs came from the fit split alone and stopped early; the
+        ridge solution uses all training stimuli of each target with its own penalty
+        (:func:`brainhead.train.readout.refit_readouts`). The test fold is never seen.
+        The refitted weights go to ``final.pt`` (a state dict) beside the checkpoints,
+        once: a reused run refits to the same weights and leaves its folder untouched.
+        """
+        from .readout import refit_readouts
+
+        net.to("cpu")
+        for s in subjects:
+            stimuli = sorted(train[s])
+            x = data.features[torch.from_numpy(data.feature_rows(s, stimuli))]
+            y = data.Y[s][torch.from_numpy(data.response_rows(s, stimuli))]
+            refit_readouts(net, x, y, s)
+        if not (run_dir / "final.pt").is_file():
+            with atomic_path(run_dir / "final.pt") as tmp:
+                torch.save(net.state_dict(), tmp)
 
     @staticmethod
     def _state_hash(net: torch.nn.Module) -> str:
