@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = ["ridge_readouts", "refit_readouts", "DEFAULT_ALPHAS"]
+__all__ = ["DEFAULT_ALPHAS", "refit_readouts", "ridge_readouts"]
 
 #: Ridge penalties tried for each target (responses and attended vectors standardised).
 DEFAULT_ALPHAS = tuple(np.logspace(-2, 5, 15).tolist())
