@@ -8,13 +8,30 @@ min_version("8.0")
 
 from brainhead._logging import log_to
 from brainhead._parallel import limit_threads
-from brainhead.align import align_subject, collect_alignment
-from brainhead.features import write_features
-from brainhead.preprocess import preprocess_subject
-from brainhead.report import make_report
-from brainhead.simulate import simulate_study
 from brainhead.specs import SCHEMA_DIR, SpecError, load_study
 from brainhead.train.jobs import OUTPUTS as TRAIN_OUTPUTS, family_modalities, train_subjects
+
+# Each job runs in its own process that parses this workflow again: the functions the
+# rules call are imported on first call, so a job imports only what its rule needs
+# (a preprocess job need not load torch and transformers).
+def _lazy(target):
+    where, name = target.split(":")
+
+    def call(*args, **kwargs):
+        from importlib import import_module
+
+        return getattr(import_module(where), name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    return call
+
+
+align_subject = _lazy("brainhead.align:align_subject")
+collect_alignment = _lazy("brainhead.align:collect_alignment")
+write_features = _lazy("brainhead.features:write_features")
+preprocess_subject = _lazy("brainhead.preprocess:preprocess_subject")
+make_report = _lazy("brainhead.report:make_report")
+simulate_study = _lazy("brainhead.simulate:simulate_study")
 
 
 def step(log, func, *args, threads=None, **kwargs):
