@@ -4,8 +4,11 @@ A study is a folder ``data_specs/<study>/`` with ``study.yaml`` and one
 ``subjects/sub-<id>.yaml`` per subject. Validation runs in two passes, both before any
 job starts: the structure against the JSON schemas in ``workflows/schemas/`` (unknown
 keys, wrong types, missing fields), then the meaning here (file names match ids, ids
-are unique, referenced files exist, overrides fit the modality). Every problem is
-reported with the file, the subject and the key.
+are unique, referenced files exist and are of a readable type, overrides fit the
+modality, windows, filters and bands are possible, the stimuli table has texts, the
+design gives alignment enough distinct stimuli). Spec files are read as UTF-8 YAML with
+duplicate keys and alias bombs refused. Every problem is reported with the file, the
+subject and the key.
 """
 
 from __future__ import annotations
