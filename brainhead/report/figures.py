@@ -225,7 +225,7 @@ def cross_modal(curves: pd.DataFrame, metric: str = "r", quantiles=(0.25, 0.75))
     quantiles over subjects at each depth (the range when a modality has 2 subjects).
     """
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.6, 3.4))
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
     colors = {"eeg": "#1f77b4", "seeg": "#d62728", "fmri": "#2ca02c"}
     for k, (modality, grp) in enumerate(curves.groupby("modality", sort=True)):
         color = colors.get(modality, f"C{k + 3}")
@@ -239,7 +239,6 @@ def cross_modal(curves: pd.DataFrame, metric: str = "r", quantiles=(0.25, 0.75))
                     label=f"{modality} (n={n}, {control})")
             ax.fill_between(stats.index, stats[quantiles[0]], stats[quantiles[1]],
                             color=color, alpha=0.15 if control == "trained" else 0.07, lw=0)
-    ax.axhline(0, color="#888", lw=0.6)
     ax.set_xlabel("relative depth (0 = embeddings, 1 = last layer)", fontsize=8)
     ax.set_ylabel(f"held-out {metric}, all targets" if metric == "r" else metric, fontsize=8)
     ax.set_xlim(-0.02, 1.02)
