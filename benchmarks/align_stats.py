@@ -4,6 +4,8 @@ Usage::
 
     python benchmarks/align_stats.py [--sizes demo,large] [--resamples 200,1000,5000]
                                      [--baseline REV] [--repeats N]
+    python benchmarks/align_stats.py --demo-stage RESULTS_DIR [--study STUDY_YAML]
+                                     [--baseline REV] [--repeats N]
 
 Scores one synthetic subject with :func:`brainhead.align.scores.score_responses`, the
 whole align job of the ``stimulus`` view (ridge per layer and fold, r with permutation
@@ -35,6 +37,21 @@ processes on the machine hits both. Time covers ``score_responses`` only. Peak m
 is the process's ``VmHWM`` (resident high-water mark, Linux), which includes the
 imported libraries; the extra peak over the resident memory just before scoring is
 printed too. It prints; it asserts nothing.
+
+``--demo-stage RESULTS_DIR`` times the demo's align stage instead: ``RESULTS_DIR`` is a
+finished demo results folder (``results/demo`` of a ``snakemake`` run, read only), with
+``sub-*/responses.h5`` and ``features/*.h5``. For every subject and model it calls
+:func:`brainhead.align.scores.align_subject` (the function of the ``align`` rule, every
+view the study uses: stimulus views for fMRI, time series for EEG and sEEG) with the
+study's ``align`` settings and seed (``--study``, the demo's by default), writing into a
+temporary folder, once with the baseline's code and once with this checkout's,
+alternating, each in its own process with one thread. It prints the time of each job,
+the sums over jobs (the stage as ``results/demo/benchmarks/align/`` sums it, less
+Snakemake's own overhead) and their ratio (goal: >= 3), and how far the checkout's
+tables are from the baseline's (largest absolute difference of any score, p-value and
+interval bound of ``align.tsv``; whether ``best.tsv`` names the same best layers). Time covers ``align_subject``
+only, not the imports: Snakemake runs the rule's ``run:`` block inside its own process,
+where the libraries are already imported.
 """
 
 from __future__ import annotations
@@ -121,20 +138,133 @@ def run_one(size: str, n_resamples: int) -> None:
                       "module": str(Path(scores.__file__).parents[2])}))
 
 
-def measure(size: str, n_resamples: int, code: Path) -> dict:
-    """:func:`run_one` in a fresh process that imports ``brainhead`` from ``code``."""
+def run_stage_job(responses: str, features: str, model: str, params_json: str,
+                  seed: int, out_dir: str) -> None:
+    """One align job of a demo results folder in this process; time as JSON."""
+    os.environ["BRAINHEAD_NO_PROGRESS"] = "1"
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    from brainhead.align import scores
+
+    torch.set_num_threads(1)
+    out = Path(out_dir)
+    params = json.loads(params_json)
+    if params.get("ceiling") == "auto":
+        try:
+            scores.noise_ceiling(np.zeros((4, 1)), np.array(["a", "a", "b", "b"]), "auto")
+        except ValueError:
+            # Code from before ``ceiling: auto`` (the baseline): its default, split_half,
+            # which is what "auto" picks wherever three stimuli or more repeat (the demo).
+            params["ceiling"] = "split_half"
+    with threadpool_limits(limits=1):
+        start = time.perf_counter()
+        summary = scores.align_subject(responses, features, model, params,
+                                       out / "align.h5", out / "align.tsv",
+                                       out / "best.tsv", seed=seed)
+        seconds = time.perf_counter() - start
+    print(json.dumps({"seconds": seconds, "rows": len(summary),
+                      "peak_mb": _status_bytes("VmHWM") / 2**20,
+                      "module": str(Path(scores.__file__).parents[2])}))
+
+
+def _subprocess(code: Path, call: str, what: str) -> dict:
+    """``align_stats.<call>`` in a fresh process importing ``brainhead`` from ``code``."""
     env = {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": "1",
            "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-              f"import align_stats; align_stats.run_one({size!r}, {n_resamples})")
+              f"import align_stats; align_stats.{call}")
     proc = subprocess.run([sys.executable, "-c", script], env=env, cwd=tempfile.gettempdir(),
                           capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"{code} failed on {size} at {n_resamples}:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"{code} failed on {what}:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     if Path(result["module"]).resolve() != code.resolve():
         raise RuntimeError(f"imported brainhead from {result['module']}, not from {code}")
     return result
+
+
+def measure(size: str, n_resamples: int, code: Path) -> dict:
+    """:func:`run_one` in a fresh process that imports ``brainhead`` from ``code``."""
+    return _subprocess(code, f"run_one({size!r}, {n_resamples})",
+                       f"{size} at {n_resamples}")
+
+
+def compare_outputs(old: Path, new: Path) -> dict:
+    """Largest differences between two align jobs' summary and best-layer tables."""
+    import pandas as pd
+
+    keys = ["region", "control", "layer", "metric"]
+    a = pd.read_csv(old / "align.tsv", sep="\t").set_index(keys).sort_index()
+    b = pd.read_csv(new / "align.tsv", sep="\t").set_index(keys).sort_index()
+    if not a.index.equals(b.index):
+        return {"rows_differ": True}
+    out = {"rows_differ": False}
+    for col in ("score", "p", "ci_low", "ci_high"):
+        diff = (a[col] - b[col]).abs()
+        same_nan = a[col].isna() == b[col].isna()
+        out[col] = float(diff.max()) if same_nan.all() else float("inf")
+    best_a = pd.read_csv(old / "best.tsv", sep="\t").set_index("region").sort_index()
+    best_b = pd.read_csv(new / "best.tsv", sep="\t").set_index("region").sort_index()
+    out["best_layers_same"] = bool(best_a["best_layer"].equals(best_b["best_layer"]))
+    return out
+
+
+def demo_stage(results: Path, study: Path, baseline: Path, label: str, repeats: int) -> int:
+    """Time every align job of a finished demo results folder, baseline against checkout."""
+    from brainhead.specs import load_study
+
+    spec = load_study(study, design=False)
+    params = json.dumps(spec.config["align"])
+    responses = sorted(results.glob("sub-*/responses.h5"))
+    features = sorted((results / "features").glob("*.h5"))
+    if not responses or not features:
+        raise SystemExit(f"{results}: no sub-*/responses.h5 or no features/*.h5; is it a "
+                         "finished demo results folder?")
+    codes = {"baseline": baseline, "checkout": ROOT}
+    times: dict[tuple[str, str], dict[str, list[float]]] = {}
+    diffs: dict[tuple[str, str], dict] = {}
+    print(f"== demo align stage: {results} ({len(responses)} subjects x {len(features)} "
+          f"models), settings and seed {spec.seed} of {study.name}, one thread, best of "
+          f"{repeats}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="align-stage-") as tmp:
+        for resp in responses:
+            subject = resp.parent.name
+            for feat in features:
+                job = times.setdefault((subject, feat.stem), {k: [] for k in codes})
+                for _ in range(repeats):
+                    for name, code in codes.items():
+                        out = Path(tmp) / f"{name}-{subject}-{feat.stem}"
+                        out.mkdir(exist_ok=True)
+                        call = (f"run_stage_job({str(resp)!r}, {str(feat)!r}, {feat.stem!r}, "
+                                f"{params!r}, {spec.seed}, {str(out)!r})")
+                        result = _subprocess(code, call, f"{subject} {feat.stem}")
+                        job[name].append(result["seconds"])
+                        print(f"  {name:<9}{subject} {feat.stem}: {result['seconds']:.2f} s",
+                              flush=True)
+                diff = compare_outputs(Path(tmp) / f"baseline-{subject}-{feat.stem}",
+                                       Path(tmp) / f"checkout-{subject}-{feat.stem}")
+                diffs[(subject, feat.stem)] = diff
+    print(f"{'job':<24}{'baseline (s)':>14}{'checkout (s)':>14}{'ratio':>8}"
+          f"{'max |d score|':>15}{'max |d p|':>11}{'max |d ci|':>12}{'best layers':>13}")
+    sums = {k: 0.0 for k in codes}
+    for (subject, model), job in times.items():
+        best = {k: min(v) for k, v in job.items()}
+        for k in codes:
+            sums[k] += best[k]
+        d = diffs[(subject, model)]
+        if d["rows_differ"]:
+            same = f"{'rows differ':>51}"
+        else:
+            same = (f"{d['score']:>15.2g}{d['p']:>11.2g}{max(d['ci_low'], d['ci_high']):>12.2g}"
+                    f"{'same' if d['best_layers_same'] else 'DIFFER':>13}")
+        print(f"{subject + ' ' + model:<24}{best['baseline']:>14.2f}{best['checkout']:>14.2f}"
+              f"{best['baseline'] / best['checkout']:>8.2f}{same}")
+    print(f"{'sum':<24}{sums['baseline']:>14.2f}{sums['checkout']:>14.2f}"
+          f"{sums['baseline'] / sums['checkout']:>8.2f}")
+    print(f"align stage speed-up over baseline {label}: "
+          f"{sums['baseline'] / sums['checkout']:.2f}x (goal >= 3)")
+    return 0
 
 
 def _report(code: str, n_resamples: int, result: dict) -> dict:
@@ -166,7 +296,17 @@ def main(argv=None) -> int:
                         help="git revision whose code is timed at 200 resamples")
     parser.add_argument("--repeats", type=int, default=1,
                         help="runs of each measurement; the fastest is kept")
+    parser.add_argument("--demo-stage", type=Path, default=None, metavar="RESULTS_DIR",
+                        help="time the align jobs of this finished demo results folder "
+                             "instead of synthetic subjects")
+    parser.add_argument("--study", type=Path,
+                        default=ROOT / "data_specs" / "demo" / "study.yaml",
+                        help="study file whose align settings and seed --demo-stage uses")
     args = parser.parse_args(argv)
+    if args.demo_stage is not None:
+        with tempfile.TemporaryDirectory(prefix="align-stats-") as tmp:
+            return demo_stage(args.demo_stage, args.study, extract(args.baseline, Path(tmp)),
+                              args.baseline, args.repeats)
     sizes = args.sizes.split(",")
     unknown = sorted(set(sizes) - set(SIZES))
     if unknown:
