@@ -190,13 +190,19 @@ def test_demo_encoder_against_ridge_and_random(demo_run):
         assert len(table) == {"fmri": 9, "seeg": 4}[modality]
         # random-weights features through the same encoder score below trained features
         assert (table["random"] < table["trained"]).all(), table.to_string()
+        # held-out r at least 0.9x (fMRI) or 0.8x (sEEG, 16 contacts per region) ridge's
+        # r at the planted layer, in every subject and region
         ratio = table["trained"] / table["ridge"]
-        assert (ratio >= 0.8).all(), table.assign(ratio=ratio).to_string()
+        floor = {"fmri": 0.9, "seeg": 0.8}[modality]
+        assert (ratio >= floor).all(), table.assign(ratio=ratio).to_string()
     fmri = _encoder_table(demo_run, "fmri")
     # the attention's layer profile follows the planted depth: the deepest region peaks
-    # at the planted layer, and profiles peak in the planted order (posterior < anterior)
+    # at the planted layer, the middle one at or next to it, and profiles peak in the
+    # planted order (posterior < middle < anterior)
     anterior = fmri[fmri["region"] == "anterior"]
     assert (anterior["peak"] == anterior["planted"]).all(), fmri.to_string()
+    middle = fmri[fmri["region"] == "middle"]
+    assert ((middle["peak"] - middle["planted"]).abs() <= 1).all(), fmri.to_string()
     order = fmri.pivot(index="subject", columns="region", values="peak")
     assert (order["posterior"] < order["middle"]).all() and (
         order["middle"] < order["anterior"]).all(), order
