@@ -16,6 +16,11 @@ rule train_voxel_xattn:
         python=sys.executable,
         study=str(STUDY.path),
         out=lambda wildcards: f"{RESULTS}/models/voxel_xattn/{wildcards.modality}",
+        # what the job reads from the study besides its inputs, so that an edit of the
+        # train section (or of a subject's train keys) reruns it
+        settings=lambda wildcards: {
+            "train": TRAIN, "seed": STUDY.seed,
+            "subjects": {s.subject: s.train for s in STUDY.by_modality(wildcards.modality)}},
     log:
         f"{LOGS}/train/voxel_xattn_{{modality}}.log",
     benchmark:
