@@ -3,9 +3,9 @@
 The test marked ``slurm`` submits a reduced demo (tests/_mini_study.py: every stage, 3
 subjects, CPU training) through sbatch with workflows/profiles/slurm-noaccounting and
 compares its summary.tsv with a local run of the same study. It uses a SLURM that already
-answers (``sinfo``); where none does and BRAINHEAD_START_SLURM=1 (as .ci/run sets), it
-starts the single-node one of ../shared/tools/local-slurm.sh (root; no accounting) and
-stops it afterwards. Otherwise it skips, saying why.
+answers (``sinfo``; .ci/run starts ../shared/tools/local-slurm.sh, root, no accounting,
+before the suite); where none does and BRAINHEAD_START_SLURM=1, it starts that one itself
+and stops it when the session ends. Otherwise it skips, saying why.
 """
 
 from __future__ import annotations
@@ -35,9 +35,15 @@ def _slurm_answers() -> bool:
                                         for s in proc.stdout.split())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def slurm_cluster():
-    """A SLURM controller that answers; started here (and stopped after) only if allowed."""
+    """A SLURM controller that answers; started here (and stopped after) only if allowed.
+
+    Session-scoped: a SLURM started here is stopped when the whole test session ends,
+    because the slurm plugin, which Snakemake loads in every process, waits ~10 s on
+    `scontrol` where SLURM's client tools are installed but no controller answers; every
+    later workflow test would pay that per job.
+    """
     if _slurm_answers():
         yield "running"
         return
