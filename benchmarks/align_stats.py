@@ -40,18 +40,22 @@ printed too. It prints; it asserts nothing.
 
 ``--demo-stage RESULTS_DIR`` times the demo's align stage instead: ``RESULTS_DIR`` is a
 finished demo results folder (``results/demo`` of a ``snakemake`` run, read only), with
-``sub-*/responses.h5`` and ``features/*.h5``. For every subject and model it calls
-:func:`brainhead.align.scores.align_subject` (the function of the ``align`` rule, every
-view the study uses: stimulus views for fMRI, time series for EEG and sEEG) with the
-study's ``align`` settings and seed (``--study``, the demo's by default), writing into a
+``sub-*/responses.h5`` and ``features/*.h5``; only these are read, so the folder of a
+run that stopped after them will do (in a copy of the workflow, e.g. ``git archive HEAD
+Snakefile workflows data_specs`` unpacked in a temporary folder: ``snakemake
+results/demo/sub-e01/responses.h5 ... results/demo/features/minilm.h5 --cores 2``).
+For every subject and model it calls :func:`brainhead.align.scores.align_subject`
+(the function of the ``align`` rule, on the view that ``align.view`` names for the
+subject's modality: ``stimulus`` for every modality in the demo) with the study's
+``align`` settings and seed (``--study``, the demo's by default), writing into a
 temporary folder, once with the baseline's code and once with this checkout's,
 alternating, each in its own process with one thread. It prints the time of each job,
 the sums over jobs (the stage as ``results/demo/benchmarks/align/`` sums it, less
 Snakemake's own overhead) and their ratio (goal: >= 3), and how far the checkout's
 tables are from the baseline's (largest absolute difference of any score, p-value and
-interval bound of ``align.tsv``; whether ``best.tsv`` names the same best layers). Time covers ``align_subject``
-only, not the imports: Snakemake runs the rule's ``run:`` block inside its own process,
-where the libraries are already imported.
+interval bound of ``align.tsv``; whether ``best.tsv`` names the same best layers). Time
+covers ``align_subject`` only, not the imports: Snakemake runs the rule's ``run:`` block
+inside its own process, where the libraries are already imported.
 """
 
 from __future__ import annotations
