@@ -61,21 +61,18 @@ def ridge_readouts(Z: torch.Tensor, Y: torch.Tensor, alphas: Sequence[float]
     lam, U = torch.linalg.eigh(Zc.transpose(1, 2) @ Zc)      # (T, d), (T, d, d)
     lam = lam.clamp_min(0)
     ZU = Zc @ U                                                 # (T, n, d)
-    uy = torch.einsum("tnd,tn->td", ZU, Yc)                     # (T, d)
-    best = torch.full(Y.shape[:1], float("inf"), dtype=Z.dtype, device=Z.device)
-    coef = torch.zeros_like(uy)
-    chosen = torch.full_like(best, alphas[0])
-    for alpha in sorted(alphas):
-        gain = 1.0 / (lam + alpha)                              # (T, d)
-        fitted = torch.einsum("tnd,td->tn", ZU, gain * uy)
-        hat = torch.einsum("tnd,td->tn", ZU.square(), gain) + 1.0 / n
-        loo = ((Yc - fitted) / (1.0 - hat).clamp_min(1e-9)).square().sum(1)
-        better = loo < best
-        best = torch.where(better, loo, best)
-        coef = torch.where(better[:, None], gain * uy, coef)
-        chosen = torch.where(better, torch.full_like(chosen, alpha), chosen)
-    W = torch.einsum("tde,te->td", U, coef)
-    b = y_mean[:, 0] - torch.einsum("td,td->t", z_mean[:, 0], W)
+    uy = (ZU.transpose(1, 2) @ Yc[..., None])[..., 0]           # (T, d)
+    al = torch.tensor(sorted(alphas), dtype=Z.dtype, device=Z.device)
+    gain = 1.0 / (lam[..., None] + al)                          # (T, d, A)
+    # every penalty at once: two batched products over the stimuli
+    fitted = ZU @ (gain * uy[..., None])                        # (T, n, A)
+    hat = ZU.square() @ gain + 1.0 / n                          # (T, n, A)
+    loo = ((Yc[..., None] - fitted) / (1.0 - hat).clamp_min(1e-9)).square().sum(1)
+    best = loo.argmin(1)                                        # first minimum: smaller alpha
+    coef = torch.gather(gain, 2, best[:, None, None].expand(-1, gain.shape[1], 1))[..., 0] * uy
+    W = (U @ coef[..., None])[..., 0]
+    b = y_mean[:, 0] - (z_mean[:, 0] * W).sum(-1)
+    chosen = al[best]
     return W, b, chosen
 
 

@@ -164,9 +164,12 @@ class VoxelEncoderExperiment:
             torch.manual_seed(epoch_seed(self.cfg.seed, 0, f"init:{key}"))
             net.add_subject(new_subject, data.Y[new_subject].shape[1])
             trainable = [new_subject]
+        # sparse per-target updates only where a step samples some of a subject's targets
+        sparse = any(data.Y[s].shape[1] > self.params["n_sampled_targets"] for s in subjects)
         module = EncoderModule(net, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay,
                                cosine_weight=self.params["cosine_weight"], trainable=trainable,
-                               subject_lr_scale=self.params["subject_lr_scale"])
+                               subject_lr_scale=self.params["subject_lr_scale"],
+                               sparse_targets=sparse)
         before = None if base is None else copy.deepcopy(base.state_dict())
         train_loader = loader(data, fit, batch_size=self.cfg.batch_size,
                               n_sampled_targets=self.params["n_sampled_targets"], shuffle=True,
