@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["EncoderModule", "encoding_loss"]
+__all__ = ["DecoderModule", "EncoderModule", "encoding_loss", "info_nce"]
 
 
 def encoding_loss(pred: torch.Tensor, y: torch.Tensor, cosine_weight: float = 0.0
@@ -25,6 +26,44 @@ def encoding_loss(pred: torch.Tensor, y: torch.Tensor, cosine_weight: float = 0.
         cos = F.cosine_similarity(pred.float(), y.float(), dim=1, eps=1e-6)
         loss = loss + cosine_weight * (1.0 - cos).mean()
     return loss
+
+
+def info_nce(pred: torch.Tensor, target: torch.Tensor, temperature: torch.Tensor | float
+             ) -> torch.Tensor:
+    """Symmetric InfoNCE (CLIP's loss) between matching rows of ``pred`` and ``target``.
+
+    Rows are L2-normalised; the logits are their cosine similarities over
+    ``temperature``; row ``i`` of ``pred`` should pick row ``i`` of ``target`` among all
+    rows of the batch, and the other way round. The loss is the mean of the two
+    cross-entropies.
+
+    Parameters
+    ----------
+    pred, target : Tensor, shape (B, D)
+    temperature : float or 0-d Tensor, > 0
+    """
+    p = F.normalize(pred.float(), dim=1)
+    t = F.normalize(target.float(), dim=1)
+    logits = p @ t.T / temperature
+    labels = torch.arange(len(p), device=p.device)
+    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+
+
+def _pearson_sums(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(6, S) running sums of one batch for per-column Pearson r (float64)."""
+    p, q = pred.double(), y.double()
+    return torch.stack([torch.ones_like(p).sum(0), p.sum(0), q.sum(0), (p * p).sum(0),
+                        (q * q).sum(0), (p * q).sum(0)])
+
+
+def _pearson_from_sums(sums: torch.Tensor) -> torch.Tensor:
+    """Per-column Pearson r from :func:`_pearson_sums` totals (columns seen twice or more;
+    a constant column counts as 0)."""
+    n, sp, sy, spp, syy, spy = sums
+    cov = spy - sp * sy / n
+    var = (spp - sp**2 / n) * (syy - sy**2 / n)
+    r = torch.where(var > 0, cov / var.clamp_min(1e-30).sqrt(), torch.zeros_like(cov))
+    return r[n > 1]
 
 
 class EncoderModule(pl.LightningModule):
@@ -115,10 +154,7 @@ class EncoderModule(pl.LightningModule):
             self._val_sums[subject] = torch.zeros(6, n_t, device=pred.device, dtype=torch.float64)
         t = (batch["targets"] if batch["targets"] is not None
              else torch.arange(n_t, device=pred.device))
-        p, q = pred.double(), y.double()
-        stats = torch.stack([torch.ones_like(p).sum(0), p.sum(0), q.sum(0), (p * p).sum(0),
-                             (q * q).sum(0), (p * q).sum(0)])
-        self._val_sums[subject].index_add_(1, t, stats)
+        self._val_sums[subject].index_add_(1, t, _pearson_sums(pred, y))
 
     def on_validation_epoch_end(self):
         """``val_r``: mean over every target of its Pearson r on the validation stimuli.
@@ -129,12 +165,7 @@ class EncoderModule(pl.LightningModule):
         """
         rs = []
         for sums in self._val_sums.values():
-            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
-            n, sp, sy, spp, syy, spy = sums
-            cov = spy - sp * sy / n
-            var = (spp - sp**2 / n) * (syy - sy**2 / n)
-            r = torch.where(var > 0, cov / var.clamp_min(1e-30).sqrt(), torch.zeros_like(cov))
-            rs.append(r[n > 1])
+            rs.append(_pearson_from_sums(self.trainer.strategy.reduce(sums, reduce_op="sum")))
         if rs:
             self.log("val_r", torch.cat(rs).mean().float())
 
@@ -161,3 +192,92 @@ class EncoderModule(pl.LightningModule):
             optimizers.append(torch.optim.Adam(subject, lr=self.lr * self.subject_lr_scale,
                                                fused=True))
         return optimizers
+
+
+class DecoderModule(pl.LightningModule):
+    """Train ``net(responses, subject) -> (B, D)`` to decode one layer's features.
+
+    Batches are those of :func:`brainhead.train.data.loader` with every target
+    (``n_sampled_targets=None``): ``y`` (B, T) is the input, ``features[:, layer]``
+    (B, D) the target. Loss: MSE plus ``contrastive_weight`` times :func:`info_nce` at
+    a temperature that is learnt (as a log, kept in [0.01, 1]) or fixed. ``val_r`` is
+    the mean over feature dimensions of the Pearson r across validation stimuli.
+
+    Parameters
+    ----------
+    net : nn.Module
+        e.g. :class:`encoders.adapters.AdapterDecoder`.
+    layer : int
+        Index of the decoded layer in the batches' features.
+    lr, weight_decay : float
+        AdamW settings.
+    contrastive_weight : float
+    temperature : float
+        Initial (or fixed) temperature.
+    learn_temperature : bool
+    trainable : sequence of str, optional
+        Train only these subjects' adapters (reset-tuning); everything else, the
+        temperature included, is frozen and left out of the optimiser.
+    """
+
+    def __init__(self, net: nn.Module, *, layer: int, lr: float = 1e-3,
+                 weight_decay: float = 1e-2, contrastive_weight: float = 1.0,
+                 temperature: float = 0.07, learn_temperature: bool = True,
+                 trainable: Sequence[str] | None = None):
+        super().__init__()
+        if not 0.01 <= temperature <= 1.0:
+            raise ValueError(f"temperature must be in [0.01, 1], got {temperature}")
+        self.net, self.layer = net, int(layer)
+        self.lr, self.weight_decay = float(lr), float(weight_decay)
+        self.contrastive_weight = float(contrastive_weight)
+        self.log_temperature = nn.Parameter(torch.tensor(float(np.log(temperature))),
+                                            requires_grad=bool(learn_temperature))
+        self.trainable = list(trainable) if trainable is not None else None
+        if self.trainable is not None:
+            net.freeze_shared(self.trainable)
+            self.log_temperature.requires_grad_(False)
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        return self.log_temperature.clamp(float(np.log(0.01)), 0.0).exp()
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        if device.type == "cpu":
+            return batch
+        return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                for k, v in batch.items()}
+
+    def forward(self, y, subject):
+        return self.net(y, subject)
+
+    def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = F.mse_loss(pred.float(), target.float())
+        if self.contrastive_weight and len(pred) > 1:
+            loss = loss + self.contrastive_weight * info_nce(pred, target, self.temperature)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        pred = self.net(batch["y"], batch["subject"])
+        loss = self.loss(pred, batch["features"][:, self.layer])
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(pred))
+        return loss
+
+    def on_validation_epoch_start(self):
+        self._val_sums = None
+
+    def validation_step(self, batch, batch_idx):
+        pred = self.net(batch["y"], batch["subject"]).float()
+        target = batch["features"][:, self.layer].float()
+        self.log("val_loss", F.mse_loss(pred, target), on_step=False, on_epoch=True,
+                 sync_dist=True, batch_size=len(pred))
+        sums = _pearson_sums(pred, target)
+        self._val_sums = sums if self._val_sums is None else self._val_sums + sums
+
+    def on_validation_epoch_end(self):
+        if self._val_sums is not None:
+            sums = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")
+            self.log("val_r", _pearson_from_sums(sums).mean().float())
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)

@@ -1,0 +1,143 @@
+"""Subject adapters + shared decoder (encoders/adapters.py) and their training module.
+
+The decoding experiment (retrieval, reset-tuning curves, shuffled control) and its
+workflow rule are not built yet; these tests cover the model, the loss and the
+LightningModule that it will use through brainhead.train's machinery.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from brainhead.train.modules import DecoderModule, info_nce
+from encoders.adapters import AdapterDecoder, SubjectAdapter
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_subjects_with_different_target_counts_share_one_decoder():
+    torch.manual_seed(0)
+    net = AdapterDecoder({"a": 7, "b": 12}, d_out=5, d_shared=8, depth=2)
+    assert net(torch.randn(3, 7), "a").shape == (3, 5)
+    assert net(torch.randn(4, 12), "b").shape == (4, 5)
+    assert net.embed(torch.randn(4, 12), "b").shape == (4, 8)
+    with pytest.raises(ValueError, match=r"\(B, 7\)"):
+        net(torch.randn(3, 12), "a")
+    with pytest.raises(KeyError, match="unknown subject"):
+        net(torch.randn(3, 7), "c")
+    pooled = AdapterDecoder({"a": 7, "b": 120}, d_out=5, d_shared=8, pool=4, adapter="mlp")
+    # with pooling the adapters have the same size whatever the number of targets
+    sizes = {s: sum(p.numel() for p in pooled.subject_parameters(s)) for s in "ab"}
+    assert sizes["a"] == sizes["b"]
+    assert pooled(torch.randn(2, 120), "b").shape == (2, 5)
+
+
+def test_adaptive_max_pooling_over_ordered_targets():
+    adapter = SubjectAdapter(6, 3, pool=3)
+    with torch.no_grad():
+        adapter.map.weight.copy_(torch.eye(3))
+        adapter.map.bias.zero_()
+    y = torch.tensor([[1.0, 5.0, 2.0, 8.0, 3.0, 0.0]])
+    # pools of neighbouring targets: max(1, 5), max(2, 8), max(3, 0)
+    torch.testing.assert_close(adapter(y), torch.tensor([[5.0, 8.0, 3.0]]))
+    with pytest.raises(ValueError, match="pool"):
+        SubjectAdapter(6, 3, pool=0)
+
+
+def test_info_nce_against_a_hand_computed_case():
+    pred = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    target = torch.tensor([[3.0, 4.0], [0.0, 1.0]])
+    # cosines: row 0 of pred vs targets (0.6, 0.0); row 1 vs targets (0.8, 1.0)
+    tau = 0.5
+    logits = np.array([[0.6, 0.0], [0.8, 1.0]]) / tau
+
+    def ce(rows, labels):
+        return np.mean([math.log(np.exp(r).sum()) - r[k] for r, k in zip(rows, labels)])
+
+    expected = 0.5 * (ce(logits, [0, 1]) + ce(logits.T, [0, 1]))
+    assert info_nce(pred, target, tau).item() == pytest.approx(expected, rel=1e-6)
+    # the loss is lower when every row's partner is its most similar row
+    good = info_nce(target, target, tau)
+    assert good < info_nce(target.flip(0), target, tau)
+
+
+def _decoding_data(n_stimuli=80, n_targets=(20, 30), dim=6, noise=0.3, seed=0):
+    """Features (n, L=2, dim) and responses that are noisy linear maps of layer 1."""
+    from brainhead.train.data import EncodingData, SubjectResponses
+
+    rng = np.random.default_rng(seed)
+    feats = rng.standard_normal((n_stimuli, 2, dim)).astype(np.float32)
+    ids = np.array([f"s{i:03d}" for i in range(n_stimuli)])
+    subjects = {}
+    for k, nt in enumerate(n_targets):
+        Y = feats[:, 1] @ rng.standard_normal((dim, nt)) + noise * rng.standard_normal(
+            (n_stimuli, nt))
+        subjects[f"0{k}"] = SubjectResponses(
+            subject=f"0{k}", modality="fmri", Y=Y.astype(np.float32), stim_id=ids,
+            target_name=np.array([f"t{i}" for i in range(nt)]),
+            region=np.array(["r"] * nt), folds={s: i % 5 for i, s in enumerate(ids)})
+    train = ids[: int(0.75 * n_stimuli)].tolist()
+    test = ids[int(0.75 * n_stimuli):].tolist()
+    data = EncodingData(np.moveaxis(feats, 1, 0), ids, subjects,
+                        {s: train for s in subjects})
+    return data, subjects, train, test
+
+
+def _fit(module, data, stimuli, tmp_path, epochs=15):
+    from brainhead.train.data import loader
+    from brainhead.train.trainer import TrainConfig, fit_run
+
+    cfg = TrainConfig(max_epochs=epochs, patience=epochs, batch_size=16, progress=False,
+                      min_steps_per_epoch=4)
+    fit = {s: v[:-8] for s, v in stimuli.items()}
+    val = {s: v[-8:] for s, v in stimuli.items()}
+    train_loader = loader(data, fit, batch_size=16, n_sampled_targets=None, shuffle=True,
+                          seed=1, min_batches=cfg.min_steps_per_epoch * len(fit))
+    val_loader = loader(data, val, batch_size=16, n_sampled_targets=None, shuffle=False,
+                        seed=0)
+    return fit_run(module, train_loader, val_loader, tmp_path, cfg)
+
+
+def test_decoder_retrieves_held_out_stimuli_above_chance(tmp_path):
+    data, subjects, train, test = _decoding_data()
+    torch.manual_seed(0)
+    net = AdapterDecoder({s: sub.n_targets for s, sub in subjects.items()}, d_out=6,
+                         d_shared=16, depth=1, dropout=0.0)
+    module = DecoderModule(net, layer=1, lr=1e-2, contrastive_weight=0.5)
+    info = _fit(module, data, {s: train for s in subjects}, tmp_path / "run")
+    assert info["epochs"] >= 1
+    net.eval()
+    with torch.no_grad():
+        target = data.features[torch.from_numpy(data.feature_rows("00", test)), 1]
+        for s in subjects:
+            y = data.Y[s][torch.from_numpy(data.response_rows(s, test))]
+            pred = torch.nn.functional.normalize(net(y, s), dim=1)
+            sims = pred @ torch.nn.functional.normalize(target, dim=1).T
+            top1 = (sims.argmax(1) == torch.arange(len(test))).float().mean().item()
+            # 20 candidates: chance is 0.05
+            assert top1 > 0.3, (s, top1)
+
+
+def test_reset_tuning_trains_only_the_new_adapter(tmp_path):
+    data, subjects, train, _ = _decoding_data(n_targets=(20, 30, 25))
+    torch.manual_seed(0)
+    net = AdapterDecoder({"00": 20, "01": 30}, d_out=6, d_shared=16, depth=1)
+    base = DecoderModule(net, layer=1, lr=1e-2)
+    _fit(base, data, {"00": train, "01": train}, tmp_path / "base", epochs=3)
+    before = copy.deepcopy(net.state_dict())
+    temperature = base.log_temperature.detach().clone()
+    net.add_subject("02", 25)
+    tuned = DecoderModule(net, layer=1, lr=1e-2, trainable=["02"])
+    tuned.log_temperature.data.copy_(temperature)
+    fresh = copy.deepcopy(net.adapters["02"].state_dict())
+    _fit(tuned, data, {"02": train[:30]}, tmp_path / "tune", epochs=3)
+    after = net.state_dict()
+    for name, value in before.items():
+        assert torch.equal(after[name], value), name
+    assert any(not torch.equal(net.adapters["02"].state_dict()[k], v) for k, v in fresh.items())
+    assert torch.equal(tuned.log_temperature.detach(), temperature)
