@@ -477,6 +477,29 @@ def preprocess_problems(modality: str, params: dict, where: str, *,
     return problems
 
 
+def nyquist_problems(params: dict, sfreq: float, where: str, recording: str) -> list[str]:
+    """Filters and bands of an EEG section that the recording's rate cannot carry.
+
+    ``sfreq`` is the rate of the recording (from its header); the low-pass filter runs at
+    it, the bands at ``preprocess.resample`` if set. Messages name the recording.
+    """
+    problems = []
+    nyquist = sfreq / 2
+    h_freq = params.get("h_freq")
+    if h_freq is not None and h_freq >= nyquist:
+        problems.append(f"{where}: key 'preprocess.h_freq': {h_freq:g} Hz is not below the "
+                        f"Nyquist frequency {nyquist:g} Hz of {recording} ({sfreq:g} Hz)")
+    band_rate = params.get("resample") or sfreq
+    band_nyquist = band_rate / 2
+    for name, (lo, hi) in params.get("bands", {}).items():
+        if lo < hi and (lo >= band_nyquist - 1 or hi > band_nyquist):
+            problems.append(
+                f"{where}: key 'preprocess.bands.{name}': [{lo:g}, {hi:g}] Hz reaches above "
+                f"the Nyquist frequency {band_nyquist:g} Hz of {recording} "
+                f"({band_rate:g} Hz{' after preprocess.resample' if params.get('resample') else ''})")
+    return problems
+
+
 def _study_problems(config: dict, raw: dict, path: Path, root: Path, *,
                     design: bool = True) -> list[str]:
     """Meaning checks of a structurally valid study file (``design``: alignment's too)."""
@@ -622,6 +645,19 @@ def _subject_problems(raw: dict, path: Path, study: dict, root: Path) -> list[st
     mod_schema = {**schema["$defs"][raw["modality"]], "$defs": schema["$defs"]}
     for problem in _schema_problems(overrides, mod_schema, where):
         problems.append(problem.replace("key '", "key 'preprocess.", 1))
+    if raw["modality"] == "eeg" and not problems and isinstance(source, dict) and (
+            "files" in source):
+        # the rate of EDF/BDF recordings is in their header: check filters and bands now
+        from .io.readers import edf_sampling_rate
+
+        merged = fill_defaults({**study["preprocess"].get("eeg", {}), **overrides},
+                               schema["$defs"]["eeg"], schema)
+        for file in source["files"]:
+            if str(file).lower().endswith((".edf", ".bdf")):
+                rate = edf_sampling_rate(root / file)
+                if rate:
+                    problems += nyquist_problems(merged, rate, where, _rel(root / file))
+                    break
     if overrides and not problems:
         merged = fill_defaults({**study["preprocess"].get(raw["modality"], {}), **overrides},
                                schema["$defs"][raw["modality"]], schema)

@@ -163,3 +163,16 @@ def test_fmri_nan_voxels_with_a_mask_computed_from_the_data(tmp_path):
     assert table.info["n_nonfinite_voxels"] == 2
     assert table.info["mask"] == "data"
     assert np.isfinite(table.view("stimulus").X).all()
+
+
+def test_band_above_the_rate_of_a_stream_refused_in_the_job(tmp_path):
+    """A stream's rate is only known once read: the job refuses the band, naming it."""
+    write_stream(tmp_path / "raw" / "rec.csv", NAMES_10_20, sfreq=100.0,
+                 markers={200: "stim", 600: "stim"})
+    study = _eeg_study(tmp_path, {"files": ["raw/rec.csv"]},
+                       {"bands": {"alpha": [8, 14], "high": [45, 60]}})
+    with pytest.raises(RecordingError, match=r"sub-01: .*rec\.csv: key 'preprocess\.bands': "
+                                             r"band high \[45, 60\] Hz is not below the "
+                                             r"Nyquist frequency \(49\.9\d* Hz\)"):
+        # (the rate estimated from jittered stamps is a hair under 100 Hz)
+        run_preprocessing(study, "01", tmp_path / "results")

@@ -174,13 +174,13 @@ def test_band_above_nyquist_named(tmp_path):
                                         r"\[31, 49\] Hz reaches above the Nyquist frequency 25"):
         _raw_study(tmp_path, {"resample": 50.0, "h_freq": 20.0, "tmin": 0.0, "tmax": 1.0,
                               "window": [0.0, 1.0]}, data_uv=data, events=events)
-    # the rate comes from the file (100 Hz): refused in the job, before any output
-    study = _raw_study(tmp_path, {"tmin": 0.0, "tmax": 1.0, "window": [0.0, 1.0],
-                                  "bands": {"alpha": [8, 14], "high": [45, 60]}},
-                       data_uv=data, events=events)
-    with pytest.raises(RecordingError, match=r"sub-t01: .*rec\.edf: key 'preprocess\.bands': "
-                                             r"band high \[45, 60\] Hz is not below"):
-        run_preprocessing(study, "t01", tmp_path / "results")
+    # the rate is in the EDF header (100 Hz): refused when the study is loaded, too
+    with pytest.raises(SpecError, match=r"sub-t01\.yaml: subject 't01': key "
+                                        r"'preprocess\.bands\.high': \[45, 60\] Hz reaches "
+                                        r"above the Nyquist frequency 50 Hz of .*rec\.edf"):
+        _raw_study(tmp_path, {"tmin": 0.0, "tmax": 1.0, "window": [0.0, 1.0],
+                              "bands": {"alpha": [8, 14], "high": [45, 60]}},
+                   data_uv=data, events=events)
 
 
 # Besides the blink, the synthetic sources are Gaussian noise, which FastICA cannot

@@ -97,6 +97,16 @@ def _seeg_subject(**params):
     return edit
 
 
+def _edf_study(sfreq: float, **params):
+    """The subject's EDF written for real (its header gives the rate), with ``params``."""
+    def edit(root: Path):
+        from _bad_inputs_eeg import NAMES_10_20, _edf
+
+        _edf(root / "raw" / "rec.edf", NAMES_10_20, sfreq=sfreq)
+        _eeg(**params)(root)
+    return edit
+
+
 def _subject_dir(root: Path):
     (root / "subjects" / "sub-09.yaml").mkdir()
 
@@ -228,6 +238,12 @@ CASES = [
      ["key 'preprocess.eeg.h_freq'", "Nyquist frequency 32 Hz"]),
     ("band-above-nyquist", _eeg(resample=80.0, h_freq=30.0), "study.yaml", None,
      ["key 'preprocess.eeg.bands.gamma'", "[31, 49] Hz reaches above the Nyquist frequency 40"]),
+    ("band-above-edf-rate", _edf_study(100.0, bands={"gamma": [31, 60]}), SUB, SUBJECT,
+     ["key 'preprocess.bands.gamma': [31, 60] Hz reaches above the Nyquist frequency 50 Hz",
+      "rec.edf (100 Hz)"]),
+    ("hfreq-above-edf-rate", _edf_study(64.0, h_freq=40.0), SUB, SUBJECT,
+     ["key 'preprocess.h_freq': 40 Hz is not below the Nyquist frequency 32 Hz of",
+      "rec.edf (64 Hz)"]),
     ("band-backwards", _eeg(bands={"alpha": [14, 8]}), "study.yaml", None,
      ["key 'preprocess.eeg.bands.alpha'", "0 <= low < high"]),
     ("seeg-high-gamma-backwards", _seeg_subject(high_gamma=[150, 70]), "study.yaml", None,

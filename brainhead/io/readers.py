@@ -66,6 +66,32 @@ def _edf_expected_size(path: Path) -> tuple[int, int] | None:
     return header_bytes + n_records * sum(n_samples) * sample_bytes, n_records
 
 
+def edf_sampling_rate(path: str | os.PathLike) -> float | None:
+    """Highest sampling rate (Hz) that an EDF/BDF header declares, without reading data.
+
+    Annotation channels (``EDF Annotations``, ``BDF Annotations``) are left out. Returns
+    None when the header cannot be parsed (the reader reports that later).
+    """
+    try:
+        with open(path, "rb") as fid:
+            head = fid.read(256)
+            n_signals = int(head[252:256].decode("ascii").strip())
+            duration = float(head[244:252].decode("ascii").strip())
+            block = fid.read(256 * n_signals)
+        if duration <= 0 or len(block) < 256 * n_signals:
+            return None
+        labels = [block[16 * i:16 * i + 16].decode("latin-1").strip()
+                  for i in range(n_signals)]
+        offset = 216 * n_signals
+        samples = [int(block[offset + 8 * i:offset + 8 * i + 8].decode("ascii").strip())
+                   for i in range(n_signals)]
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    rates = [n / duration for label, n in zip(labels, samples)
+             if "annotations" not in label.lower()]
+    return max(rates) if rates else None
+
+
 def _check_edf_size(path: Path, ext: str, where: str) -> None:
     """An EDF/BDF file must hold at least the bytes its header declares."""
     kind = ext[1:].upper()
