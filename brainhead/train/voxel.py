@@ -43,10 +43,10 @@ import torch
 
 from .._logging import logger, progress
 from ..io.store import atomic_path, provenance, spec_hash, write_arrays
-from ..splits import joint_folds, validation_split
-from .data import EncodingData, SubjectResponses, check_split, load_subject_responses, loader
+from .data import EncodingData, SubjectResponses, load_subject_responses, loader
+from .experiment import JointExperiment, stimulus_subset
 from .modules import EncoderModule
-from .trainer import TrainConfig, epoch_seed, fit_run, resolve_device
+from .trainer import TrainConfig, epoch_seed, fit_run
 
 FAMILY = "voxel_xattn"
 
@@ -65,34 +65,18 @@ def _r(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
     return pearson_r(pred.astype(np.float64), y.astype(np.float64))
 
 
-def _subset(stimuli: Sequence[str], fraction: float, seed: int, key: str) -> list[str]:
-    """A seeded ``fraction`` of ``stimuli`` (at least 2), independent of input order."""
-    stimuli = sorted(stimuli)
-    if fraction >= 1:
-        return stimuli
-    n = max(2, int(round(fraction * len(stimuli))))
-    rng = np.random.default_rng(epoch_seed(seed, 0, f"subset:{key}:{fraction}"))
-    return sorted(np.asarray(stimuli)[rng.choice(len(stimuli), n, replace=False)].tolist())
-
-
-class VoxelEncoderExperiment:
+class VoxelEncoderExperiment(JointExperiment):
     """Everything one modality's encoder job trains and scores (see the module doc)."""
+
+    family = FAMILY
 
     def __init__(self, subjects: Mapping[str, SubjectResponses], features: dict[str, np.ndarray],
                  feature_ids: np.ndarray, out_dir: str | Path, params: dict, cfg: TrainConfig,
                  *, transfer_subject: str | None = None):
-        self.subjects = dict(sorted(subjects.items()))
+        super().__init__(subjects, cfg, transfer_subject=transfer_subject)
         self.features, self.feature_ids = features, np.asarray(feature_ids).astype(str)
         self.out_dir = Path(out_dir)
         self.params = {**DEFAULTS, **{k: v for k, v in params.items() if k in DEFAULTS}}
-        self.cfg = cfg
-        self.device = resolve_device(cfg.device)
-        self.folds, self.unmatched = joint_folds({s: sub.folds for s, sub in
-                                                  self.subjects.items()}, seed=cfg.seed)
-        self.n_folds = max(self.folds.values()) + 1
-        self.transfer_subject = transfer_subject or list(self.subjects)[-1]
-        self.runs: list[dict] = []
-        self.checks: dict[str, float] = {}
         ident = {s: (sub.Y.shape, zlib.crc32(np.ascontiguousarray(sub.Y).tobytes()))
                  for s, sub in self.subjects.items()}
         ident["features"] = {k: zlib.crc32(np.ascontiguousarray(v).tobytes())
@@ -102,32 +86,6 @@ class VoxelEncoderExperiment:
         self.identity = spec_hash({"data": ident, "model": {k: self.params[k] for k in model_keys},
                                    "train": {k: v for k, v in vars(cfg).items()
                                              if k not in ("progress", "device")}})
-
-    # ------------------------------------------------------------------ splits
-    def split(self, fold: int) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-        """Training and test stimuli of every subject in outer fold ``fold``."""
-        train, test = {}, {}
-        for s, sub in self.subjects.items():
-            k = np.array([self.folds[x] for x in sub.stim_id])
-            train[s] = sorted(sub.stim_id[k != fold].tolist())
-            test[s] = sorted(sub.stim_id[k == fold].tolist())
-        check_split(train, test, where=f"{FAMILY} fold {fold}")
-        return train, test
-
-    def fit_val(self, train: Mapping[str, Sequence[str]], salt: str
-                ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-        """Carve validation stimuli (early stopping) out of the training side only.
-
-        The validation stimuli are one set for all subjects, so a shared model is never
-        validated on a stimulus that it fitted through another subject.
-        """
-        union = sorted({x for v in train.values() for x in v})
-        _, val = validation_split(union, self.cfg.val_fraction,
-                                  epoch_seed(self.cfg.seed, 0, f"val:{salt}"))
-        val = set(val)
-        fit = {s: [x for x in v if x not in val] for s, v in train.items()}
-        vals = {s: [x for x in v if x in val] for s, v in train.items()}
-        return fit, vals
 
     # ------------------------------------------------------------------ one run
     def _net(self, n_targets: Mapping[str, int], dims: Sequence[int], key: str):
@@ -242,11 +200,6 @@ class VoxelEncoderExperiment:
         pred = torch.cat(preds, 1).numpy()
         return data.unstandardise(subject, pred), torch.cat(attns, 0).numpy()
 
-    def truth(self, subject: str, stimuli: Sequence[str]) -> np.ndarray:
-        sub = self.subjects[subject]
-        rows = {s: i for i, s in enumerate(sub.stim_id)}
-        return sub.Y[[rows[s] for s in stimuli]]
-
     # ------------------------------------------------------------------ experiments
     def cross_validate(self) -> dict:
         """Joint training on every outer fold, for each feature control."""
@@ -286,7 +239,7 @@ class VoxelEncoderExperiment:
         feature_stimuli = sorted({x for v in base_train.values() for x in v})
         rows = []
         for frac in self.params["transfer_fractions"]:
-            subset = _subset(train[new], frac, self.cfg.seed, f"transfer:{new}")
+            subset = stimulus_subset(train[new], frac, self.cfg.seed, f"transfer:{new}")
             sfit, sval = self.fit_val({new: subset}, f"transfer{frac}")
             if len(sfit[new]) < 2 or not sval[new]:
                 logger.warning("%s: %d stimuli are too few to transfer at k=%s", FAMILY,
@@ -311,7 +264,7 @@ class VoxelEncoderExperiment:
         train, test = self.split(0)
         rows = []
         for frac in self.params["crowd_fractions"]:
-            subset = {s: _subset(train[s], frac, self.cfg.seed, f"crowd:{s}")
+            subset = {s: stimulus_subset(train[s], frac, self.cfg.seed, f"crowd:{s}")
                       for s in self.subjects}
             # The same validation draw as cross-validation's fold 0: at fraction 1 the
             # joint model is that fold's model, reused rather than trained again.
@@ -329,17 +282,6 @@ class VoxelEncoderExperiment:
                                           {"fraction": frac, "n_stimuli": len(subset[s]),
                                            "method": "per_subject"})
         return rows
-
-    def _region_rows(self, subject: str, r: np.ndarray, extra: dict) -> list[dict]:
-        region = self.subjects[subject].region
-        rows = [{"subject": subject, **extra, "region": "all", "r": float(np.nanmean(r)),
-                 "n_targets": int(r.size)}]
-        for reg in sorted(set(region)):
-            cols = region == reg
-            rows.append({"subject": subject, **extra, "region": reg,
-                         "r": float(np.nanmean(r[cols])), "n_targets": int(cols.sum())})
-        return rows
-
 
 def train_voxel_encoder(response_paths: Sequence[str | Path], features_path: str | Path,
                         out_dir: str | Path, params: dict, *, seed: int = 0,
