@@ -11,6 +11,7 @@ import copy
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -108,7 +109,7 @@ def test_decoder_retrieves_held_out_stimuli_above_chance(tmp_path):
     torch.manual_seed(0)
     net = AdapterDecoder({s: sub.n_targets for s, sub in subjects.items()}, d_out=6,
                          d_shared=16, depth=1, dropout=0.0)
-    module = DecoderModule(net, layer=1, lr=1e-2, contrastive_weight=0.5)
+    module = DecoderModule(net, layers=[1], lr=1e-2, contrastive_weight=0.5)
     info = _fit(module, data, {s: train for s in subjects}, tmp_path / "run")
     assert info["epochs"] >= 1
     net.eval()
@@ -116,7 +117,7 @@ def test_decoder_retrieves_held_out_stimuli_above_chance(tmp_path):
         target = data.features[torch.from_numpy(data.feature_rows("00", test)), 1]
         for s in subjects:
             y = data.Y[s][torch.from_numpy(data.response_rows(s, test))]
-            pred = torch.nn.functional.normalize(net(y, s), dim=1)
+            pred = torch.nn.functional.normalize(module(y, s)[:, 0], dim=1)
             sims = pred @ torch.nn.functional.normalize(target, dim=1).T
             top1 = (sims.argmax(1) == torch.arange(len(test))).float().mean().item()
             # 20 candidates: chance is 0.05
@@ -127,12 +128,12 @@ def test_reset_tuning_trains_only_the_new_adapter(tmp_path):
     data, subjects, train, _ = _decoding_data(n_targets=(20, 30, 25))
     torch.manual_seed(0)
     net = AdapterDecoder({"00": 20, "01": 30}, d_out=6, d_shared=16, depth=1)
-    base = DecoderModule(net, layer=1, lr=1e-2)
+    base = DecoderModule(net, layers=[1], lr=1e-2)
     _fit(base, data, {"00": train, "01": train}, tmp_path / "base", epochs=3)
     before = copy.deepcopy(net.state_dict())
     temperature = base.log_temperature.detach().clone()
     net.add_subject("02", 25)
-    tuned = DecoderModule(net, layer=1, lr=1e-2, trainable=["02"])
+    tuned = DecoderModule(net, layers=[1], lr=1e-2, trainable=["02"])
     tuned.log_temperature.data.copy_(temperature)
     fresh = copy.deepcopy(net.adapters["02"].state_dict())
     _fit(tuned, data, {"02": train[:30]}, tmp_path / "tune", epochs=3)
@@ -141,3 +142,80 @@ def test_reset_tuning_trains_only_the_new_adapter(tmp_path):
         assert torch.equal(after[name], value), name
     assert any(not torch.equal(net.adapters["02"].state_dict()[k], v) for k, v in fresh.items())
     assert torch.equal(tuned.log_temperature.detach(), temperature)
+
+
+# --------------------------------------------------------------------------- experiment
+def test_retrieval_ranks_and_permutation_null_by_hand():
+    from brainhead.train.adapters import _cosine, _null_topk, retrieval_hits
+
+    true = np.eye(3)
+    pred = np.array([[1.0, 0.1, 0.0], [0.9, 0.2, 0.0], [0.0, 0.0, 1.0]])
+    # row 0 finds its own stimulus first; row 1 is closer to stimulus 0 than to its own
+    np.testing.assert_array_equal(retrieval_hits(pred, true), [0, 1, 0])
+    sims = _cosine(pred, true)
+    perms = np.array([[0, 1, 2], [1, 0, 2], [2, 1, 0]])
+    # top-1 hits of each relabelling: identity 2; swap 0/1: row 1 -> stimulus 0 hits, 3
+    # in all with row 2; swap 0/2: only row 1 (rank of stimulus 1 is 1) misses: 0 hits
+    np.testing.assert_array_equal(_null_topk(sims, perms, (1,))[:, 0], [2, 2, 0])
+
+
+def _decoder_experiment(tmp_path, *, n_stimuli=80, n_targets=(24, 30, 20), seed=0,
+                        params=None):
+    from brainhead.simulate.signals import planted_responses, shared_bases
+    from brainhead.train.adapters import DecoderExperiment
+    from brainhead.train.data import SubjectResponses
+    from brainhead.train.trainer import TrainConfig
+
+    rng = np.random.default_rng(seed)
+    dim, n_layers = 8, 3
+    base = rng.standard_normal((n_stimuli, dim))
+    feats = np.stack([base + 0.7 * rng.standard_normal((n_stimuli, dim))
+                      for _ in range(n_layers)])
+    ids = np.array([f"s{i:03d}" for i in range(n_stimuli)])
+    planted = {"r": 2}
+    bases = shared_bases(feats, planted, 6, seed)
+    subjects = {}
+    for k, nt in enumerate(n_targets):
+        sub_rng = np.random.default_rng([seed, k])
+        regions = np.array(["r"] * nt)
+        Y = planted_responses(feats, regions, planted, sub_rng, shared_bases=bases)
+        Y = Y + 0.5 * sub_rng.standard_normal(Y.shape)
+        subjects[f"0{k}"] = SubjectResponses(
+            subject=f"0{k}", modality="fmri", Y=Y.astype(np.float32), stim_id=ids,
+            target_name=np.array([f"t{i}" for i in range(nt)]), region=regions,
+            folds={s: i % 4 for i, s in enumerate(ids)})
+    cfg = TrainConfig(max_epochs=15, patience=4, batch_size=16, progress=False, seed=seed,
+                      lr=3e-3, min_steps_per_epoch=6)
+    p = {"d_shared": 32, "depth": 1, "n_permutations": 200, "adapt_fractions": [0.25, 1.0],
+         **(params or {})}
+    rand = np.random.default_rng(99).standard_normal(feats.shape)
+    return DecoderExperiment(subjects, {"trained": feats.astype(np.float32),
+                                        "random": rand.astype(np.float32)}, ids,
+                             tmp_path / "out", p, cfg)
+
+
+def test_decoder_experiment_retrieval_controls_and_reset_tuning(tmp_path):
+    from scipy.stats import binom
+
+    exp = _decoder_experiment(tmp_path)
+    rows, arrays = exp.cross_validate()
+    table = pd.DataFrame(rows)
+    assert set(table["control"]) == {"trained", "random", "shuffled"}
+    assert len(table) == 3 * 3 * 3  # controls x subjects x layers
+    assert (table["n_stimuli"] == 80).all()  # every stimulus decoded once, on its fold
+    assert table["chance_top1"].round(6).eq(1 / 20).all()
+    planted = table[(table["control"] == "trained") & (table["layer"] == 2)]
+    assert (planted["top1"] > 3 * planted["chance_top1"]).all(), planted
+    assert (planted["p_top1"] < 0.05).all(), planted
+    # stimulus labels permuted in training: retrieval at chance, within the 99.9%
+    # binomial interval of 80 draws at p = 1/20
+    shuffled = table[table["control"] == "shuffled"]
+    lo, hi = binom.interval(0.999, 80, 1 / 20)
+    assert shuffled["top1"].mul(80).between(lo, hi).all(), shuffled
+    assert arrays["sub-00/decoded_trained"].shape == (80, 3, 8)
+
+    adapt = pd.DataFrame(exp.adaptation())
+    assert exp.checks["frozen_max_change"] == 0.0
+    assert set(adapt["method"]) == {"reset_tuning", "scratch"}
+    assert set(adapt["fraction"]) == {0.25, 1.0}
+    assert (adapt["subject"] == exp.transfer_subject).all()

@@ -1,0 +1,344 @@
+"""Subject adapters and a shared decoder (brain -> model): retrieval and reset-tuning.
+
+:func:`train_adapter_decoder` trains :class:`encoders.adapters.AdapterDecoder` jointly on
+every subject of one modality, decoding the features of every layer of a model at once
+(one output block per layer, so one run per fold gives the whole layer curve), and
+writes, under ``results/<study>/models/adapters/<modality>/``:
+
+``retrieval.tsv``
+    Held-out retrieval per subject, layer and feature control: top-1 and top-5 accuracy
+    of each decoded stimulus among the candidates of its fold (that fold's held-out
+    stimuli), with the chance level and a permutation p-value. Controls: ``trained``
+    (the model's features), ``random`` (the random-weights model's features) and
+    ``shuffled`` (trained features, stimulus labels permuted within the training data,
+    which must sit at chance).
+``adaptation.tsv``
+    Reset-tuning: a fresh adapter for a held-out subject, everything else frozen,
+    trained on a fraction of its training stimuli, against a decoder trained from
+    scratch on that subject alone at the same fraction.
+``predictions.h5``, ``summary.json``, ``runs/<hash>/``
+    As for the voxel encoder (:mod:`brainhead.train.voxel`).
+
+Held-out stimuli are held out for every subject at once (joint folds): retrieval among
+stimuli that the shared decoder saw through another subject would be inflated.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import zlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .._logging import logger, progress
+from ..io.store import atomic_path, provenance, spec_hash, write_arrays
+from .data import EncodingData, SubjectResponses, load_subject_responses, loader
+from .experiment import JointExperiment, stimulus_subset
+from .modules import DecoderModule
+from .trainer import TrainConfig, epoch_seed, fit_run
+
+__all__ = ["DEFAULTS", "FAMILY", "DecoderExperiment", "retrieval_hits", "train_adapter_decoder"]
+
+FAMILY = "adapters"
+
+#: Defaults of the study's ``train.adapters`` section.
+DEFAULTS = {"d_shared": 256, "depth": 2, "adapter": "linear", "pool": None, "dropout": 0.1,
+            "contrastive_weight": 1.0, "temperature": 0.07, "learn_temperature": True,
+            "n_permutations": 1000, "adapt": True, "adapt_fractions": [0.1, 0.25, 0.5, 1.0],
+            "shuffled_control": True}
+
+
+def retrieval_hits(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Rank of each decoded row's own stimulus among all candidates (0 = retrieved first).
+
+    Parameters
+    ----------
+    pred, true : ndarray, shape (n, D)
+        Decoded and true features of the same ``n`` candidate stimuli, row by row.
+
+    Returns
+    -------
+    ranks : ndarray of int, shape (n,)
+        Candidates more similar (cosine) to row ``i``'s decoded features than its own
+        stimulus; ties count against the decoder.
+    """
+    sims = _cosine(pred, true)
+    own = np.diag(sims)
+    return (sims >= own[:, None]).sum(1) - 1
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    return a @ b.T
+
+
+def _null_topk(sims: np.ndarray, perms: np.ndarray, ks: Sequence[int]) -> np.ndarray:
+    """Top-k hits (count) of every permutation of the candidates' labels, (n_perm, len(ks)).
+
+    Under the null the decoded row ``i`` belongs to candidate ``perm[i]``; its rank is
+    the number of candidates at least as similar as that one, minus one.
+    """
+    own = np.take_along_axis(sims[None, :, :], perms[:, :, None], axis=2)[..., 0]  # (P, n)
+    ranks = (sims[None, :, :] >= own[..., None]).sum(2) - 1                      # (P, n)
+    return np.stack([(ranks < k).sum(1) for k in ks], axis=1)
+
+
+class DecoderExperiment(JointExperiment):
+    """Everything one modality's decoder job trains and scores (see the module doc)."""
+
+    family = FAMILY
+
+    def __init__(self, subjects: Mapping[str, SubjectResponses], features: dict[str, np.ndarray],
+                 feature_ids: np.ndarray, out_dir: str | Path, params: dict, cfg: TrainConfig,
+                 *, transfer_subject: str | None = None):
+        super().__init__(subjects, cfg, transfer_subject=transfer_subject)
+        self.features, self.feature_ids = features, np.asarray(feature_ids).astype(str)
+        self.out_dir = Path(out_dir)
+        self.params = {**DEFAULTS, **{k: v for k, v in params.items() if k in DEFAULTS}}
+        self.layers = list(range(next(iter(features.values())).shape[0]))
+        ident = {s: (sub.Y.shape, zlib.crc32(np.ascontiguousarray(sub.Y).tobytes()))
+                 for s, sub in self.subjects.items()}
+        ident["features"] = {k: zlib.crc32(np.ascontiguousarray(v).tobytes())
+                             for k, v in features.items()}
+        model_keys = ("d_shared", "depth", "adapter", "pool", "dropout", "contrastive_weight",
+                      "temperature", "learn_temperature")
+        self.identity = spec_hash({"data": ident, "model": {k: self.params[k] for k in model_keys},
+                                   "train": {k: v for k, v in vars(cfg).items()
+                                             if k not in ("progress", "device")}})
+
+    # ------------------------------------------------------------------ one run
+    def _shuffled(self, features: np.ndarray, stimuli: Sequence[str], key: str) -> np.ndarray:
+        """``features`` with the rows of ``stimuli`` permuted among themselves (seeded)."""
+        index = {s: i for i, s in enumerate(self.feature_ids)}
+        rows = np.array([index[s] for s in sorted(set(stimuli))])
+        rng = np.random.default_rng(epoch_seed(self.cfg.seed, 0, f"shuffle:{key}"))
+        out = np.array(features, copy=True)
+        out[:, rows] = features[:, rows[rng.permutation(len(rows))]]
+        return out
+
+    def run(self, name: str, control: str, fit: Mapping[str, Sequence[str]],
+            val: Mapping[str, Sequence[str]], *, base: torch.nn.Module | None = None,
+            new_subject: str | None = None, feature_stimuli: Sequence[str] | None = None
+            ) -> tuple[DecoderModule, EncodingData]:
+        """Train one decoder (or, with ``base``, only ``new_subject``'s adapter)."""
+        from encoders.adapters import AdapterDecoder
+
+        subjects = {s: self.subjects[s] for s in fit}
+        train = {s: list(fit[s]) + list(val.get(s, [])) for s in fit}
+        feats = self.features["trained" if control == "shuffled" else control]
+        if control == "shuffled":  # pairing broken within the training data only
+            feats = self._shuffled(feats, [x for v in train.values() for x in v], name)
+        data = EncodingData(feats, self.feature_ids, subjects, train,
+                            feature_stimuli=feature_stimuli)
+        definition = {"identity": self.identity, "control": control,
+                      "fit": {s: list(v) for s, v in fit.items()},
+                      "val": {s: list(v) for s, v in val.items()},
+                      "feature_stimuli": sorted(feature_stimuli or []),
+                      "base": None if base is None else self._state_hash(base),
+                      "new_subject": new_subject}
+        key = spec_hash(definition)
+        torch.manual_seed(epoch_seed(self.cfg.seed, 0, f"init:{key}"))
+        p = self.params
+        if base is None:
+            net = AdapterDecoder({s: data.Y[s].shape[1] for s in subjects},
+                                 d_out=len(self.layers) * data.features.shape[2],
+                                 d_shared=p["d_shared"], depth=p["depth"], adapter=p["adapter"],
+                                 pool=p["pool"], dropout=p["dropout"])
+            trainable = None
+        else:
+            net = copy.deepcopy(base)
+            net.add_subject(new_subject, data.Y[new_subject].shape[1])
+            trainable = [new_subject]
+        module = DecoderModule(net, layers=self.layers, lr=self.cfg.lr,
+                               weight_decay=self.cfg.weight_decay,
+                               contrastive_weight=p["contrastive_weight"],
+                               temperature=p["temperature"],
+                               learn_temperature=p["learn_temperature"], trainable=trainable)
+        before = None if base is None else copy.deepcopy(base.state_dict())
+        train_loader = loader(data, fit, batch_size=self.cfg.batch_size, n_sampled_targets=None,
+                              shuffle=True, seed=epoch_seed(self.cfg.seed, 0, f"batches:{key}"),
+                              min_batches=self.cfg.min_steps_per_epoch * len(fit))
+        val_loader = loader(data, val, batch_size=self.cfg.batch_size, n_sampled_targets=None,
+                            shuffle=False, seed=0)
+        info = fit_run(module, train_loader, val_loader, self.out_dir / "runs" / key, self.cfg,
+                       name=name)
+        if before is not None:  # the frozen decoder and other adapters must not have moved
+            after = net.state_dict()
+            change = max(float((after[k] - v).abs().max()) for k, v in before.items())
+            self.checks["frozen_max_change"] = max(self.checks.get("frozen_max_change", 0.0),
+                                                   change)
+            if change != 0.0:
+                raise RuntimeError(f"{name}: frozen parameters changed by {change}")
+        self.runs.append({"run": name, "dir": f"runs/{key}", **info})
+        return module, data
+
+    @staticmethod
+    def _state_hash(net: torch.nn.Module) -> str:
+        crc = 0
+        for k, v in sorted(net.state_dict().items()):
+            crc = zlib.crc32(k.encode() + v.detach().cpu().numpy().tobytes(), crc)
+        return f"{crc:08x}"
+
+    @torch.no_grad()
+    def decode(self, module: DecoderModule, data: EncodingData, subject: str,
+               stimuli: Sequence[str]) -> np.ndarray:
+        """Decoded features of ``subject``'s responses to ``stimuli``, (n, n_layers, D)."""
+        module.eval().to(self.device)
+        y = data.Y[subject][torch.from_numpy(data.response_rows(subject, stimuli))]
+        return module(y.to(self.device), subject).float().cpu().numpy()
+
+    @staticmethod
+    def true_features(data: EncodingData, stimuli: Sequence[str]) -> np.ndarray:
+        """The (standardised) features the decoder is trained on, (n, L, D)."""
+        return data.features[torch.from_numpy(data.feature_rows("", stimuli))].numpy()
+
+    # ------------------------------------------------------------------ experiments
+    def cross_validate(self) -> tuple[list[dict], dict]:
+        """Joint training on every outer fold, for every control; retrieval per layer."""
+        controls = list(self.features) + (["shuffled"] if self.params["shuffled_control"]
+                                          else [])
+        n_perm = int(self.params["n_permutations"])
+        rng = np.random.default_rng(epoch_seed(self.cfg.seed, 0, "retrieval-null"))
+        rows, arrays = [], {}
+        for control in controls:
+            # per subject and layer: observed hits and null hits, summed over folds
+            hits = {s: np.zeros((len(self.layers), 2)) for s in self.subjects}
+            null = {s: np.zeros((len(self.layers), n_perm, 2)) for s in self.subjects}
+            n_seen = {s: 0 for s in self.subjects}
+            chance = {s: np.zeros(2) for s in self.subjects}
+            decoded = {s: np.zeros((len(sub.stim_id), len(self.layers),
+                                    self.features["trained"].shape[2]), np.float32)
+                       for s, sub in self.subjects.items()}
+            for fold in progress(range(self.n_folds), desc=f"{FAMILY} {control}"):
+                train, test = self.split(fold)
+                fit, val = self.fit_val(train, f"cv{fold}")
+                module, data = self.run(f"cv/{control}/fold{fold}", control, fit, val)
+                for s in self.subjects:
+                    stimuli = test[s]
+                    if len(stimuli) < 2:
+                        continue
+                    pred = self.decode(module, data, s, stimuli)
+                    true = self.true_features(data, stimuli)
+                    decoded[s][data.response_rows(s, stimuli)] = pred
+                    n = len(stimuli)
+                    perms = np.stack([rng.permutation(n) for _ in range(n_perm)])
+                    for k, _ in enumerate(self.layers):
+                        sims = _cosine(pred[:, k], true[:, k])
+                        ranks = retrieval_hits(pred[:, k], true[:, k])
+                        hits[s][k] += [(ranks < 1).sum(), (ranks < 5).sum()]
+                        null[s][k] += _null_topk(sims, perms, (1, 5))
+                    n_seen[s] += n
+                    chance[s] += [1.0, min(5, n)]
+            for s in self.subjects:
+                n = max(n_seen[s], 1)
+                for k, layer in enumerate(self.layers):
+                    obs = hits[s][k]
+                    p = (1 + (null[s][k] >= obs[None, :]).sum(0)) / (1 + n_perm)
+                    rows.append({"subject": s, "control": control, "layer": layer,
+                                 "top1": obs[0] / n, "top5": obs[1] / n,
+                                 "chance_top1": chance[s][0] / n, "chance_top5": chance[s][1] / n,
+                                 "p_top1": float(p[0]), "p_top5": float(p[1]),
+                                 "n_stimuli": n_seen[s]})
+                arrays[f"sub-{s}/decoded_{control}"] = decoded[s]
+        return rows, arrays
+
+    def adaptation(self) -> list[dict]:
+        """Reset-tuning of a held-out subject against a from-scratch decoder, on fold 0."""
+        new = self.transfer_subject
+        others = [s for s in self.subjects if s != new]
+        if not others:
+            logger.warning("%s: reset-tuning needs at least 2 subjects; skipped", FAMILY)
+            return []
+        train, test = self.split(0)
+        base_train = {s: train[s] for s in others}
+        fit, val = self.fit_val(base_train, "adapt-base")
+        base, _ = self.run("adapt/base", "trained", fit, val)
+        feature_stimuli = sorted({x for v in base_train.values() for x in v})
+        rows = []
+        for frac in self.params["adapt_fractions"]:
+            subset = stimulus_subset(train[new], frac, self.cfg.seed, f"adapt:{new}")
+            sfit, sval = self.fit_val({new: subset}, f"adapt{frac}")
+            if len(sfit[new]) < 2 or not sval[new]:
+                logger.warning("%s: %d stimuli are too few to adapt at k=%s", FAMILY,
+                               len(subset), frac)
+                continue
+            for method in ("reset_tuning", "scratch"):
+                kwargs = ({"base": base.net.cpu(), "new_subject": new}
+                          if method == "reset_tuning" else {})
+                module, data = self.run(f"adapt/{frac}/{method}", "trained", sfit, sval,
+                                        feature_stimuli=feature_stimuli, **kwargs)
+                pred = self.decode(module, data, new, test[new])
+                true = self.true_features(data, test[new])
+                for k, layer in enumerate(self.layers):
+                    ranks = retrieval_hits(pred[:, k], true[:, k])
+                    rows.append({"subject": new, "fraction": frac, "n_stimuli": len(subset),
+                                 "method": method, "layer": layer,
+                                 "top1": float((ranks < 1).mean()),
+                                 "top5": float((ranks < 5).mean()),
+                                 "n_candidates": len(test[new])})
+        return rows
+
+
+def train_adapter_decoder(response_paths: Sequence[str | Path], features_path: str | Path,
+                          out_dir: str | Path, params: dict, *, seed: int = 0, model: str = "",
+                          transfer_subject: str | None = None) -> dict:
+    """Train and score the adapter decoder on one modality's subjects.
+
+    Parameters are those of :func:`brainhead.train.voxel.train_voxel_encoder`; the
+    model's settings are the ``adapters`` sub-section of the study's ``train`` section.
+
+    Returns
+    -------
+    summary : dict
+        The content of ``summary.json``.
+    """
+    from ..features import read_features
+
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    cfg = TrainConfig.from_params(params, seed)
+    subjects = {}
+    for path in response_paths:
+        sub = load_subject_responses(path)
+        subjects[sub.subject] = sub
+    modalities = {sub.modality for sub in subjects.values()}
+    if len(modalities) != 1:
+        raise ValueError(f"{FAMILY}: one modality per job, got {sorted(modalities)}")
+    features, feature_ids, _ = read_features(features_path)
+    exp = DecoderExperiment(subjects, features, feature_ids, out_dir, params.get(FAMILY, {}),
+                            cfg, transfer_subject=transfer_subject)
+    logger.info("%s: %d subjects (%s targets), %d folds, device %s", FAMILY, len(subjects),
+                "/".join(str(s.n_targets) for s in subjects.values()), exp.n_folds, exp.device)
+    retrieval, arrays = exp.cross_validate()
+    adaptation = exp.adaptation() if exp.params["adapt"] else []
+    modality = modalities.pop()
+    for s, sub in exp.subjects.items():
+        arrays.update({f"sub-{s}/stim_id": sub.stim_id,
+                       f"sub-{s}/fold": np.array([exp.folds[x] for x in sub.stim_id])})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tables = {"retrieval.tsv": pd.DataFrame(retrieval).assign(modality=modality, model=model),
+              "adaptation.tsv": pd.DataFrame(adaptation, columns=[
+                  "subject", "fraction", "n_stimuli", "method", "layer", "top1", "top5",
+                  "n_candidates"])}
+    for name, frame in tables.items():
+        with atomic_path(out_dir / name) as tmp:
+            frame.to_csv(tmp, sep="\t", index=False)
+    write_arrays(out_dir / "predictions.h5", arrays,
+                 provenance("train", {"family": FAMILY, "model": model, "seed": cfg.seed,
+                                      **params}))
+    summary = {"family": FAMILY, "modality": modality, "model": model,
+               "subjects": list(subjects), "n_folds": exp.n_folds, "layers": exp.layers,
+               "folds_match_ridge": not exp.unmatched, "unmatched_subjects": exp.unmatched,
+               "transfer_subject": exp.transfer_subject, "device": exp.device,
+               "settings": {**vars(cfg), FAMILY: exp.params}, "runs": exp.runs,
+               "checks": exp.checks, "seconds": round(time.perf_counter() - start, 2)}
+    with atomic_path(out_dir / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2, default=str))
+    return summary
