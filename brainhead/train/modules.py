@@ -195,20 +195,21 @@ class EncoderModule(pl.LightningModule):
 
 
 class DecoderModule(pl.LightningModule):
-    """Train ``net(responses, subject) -> (B, D)`` to decode one layer's features.
+    """Train ``net(responses, subject) -> (B, n_layers * D)`` to decode layer features.
 
     Batches are those of :func:`brainhead.train.data.loader` with every target
-    (``n_sampled_targets=None``): ``y`` (B, T) is the input, ``features[:, layer]``
-    (B, D) the target. Loss: MSE plus ``contrastive_weight`` times :func:`info_nce` at
-    a temperature that is learnt (as a log, kept in [0.01, 1]) or fixed. ``val_r`` is
-    the mean over feature dimensions of the Pearson r across validation stimuli.
+    (``n_sampled_targets=None``): ``y`` (B, T) is the input, ``features[:, layers]``
+    (B, n_layers, D) the target; the output is read as one block of ``D`` per layer. Loss,
+    averaged over layers: MSE plus ``contrastive_weight`` times :func:`info_nce` at a
+    temperature that is learnt (as a log, kept in [0.01, 1]) or fixed. ``val_r`` is the
+    mean over layers and feature dimensions of the Pearson r across validation stimuli.
 
     Parameters
     ----------
     net : nn.Module
         e.g. :class:`encoders.adapters.AdapterDecoder`.
-    layer : int
-        Index of the decoded layer in the batches' features.
+    layers : sequence of int
+        Indices of the decoded layers in the batches' features.
     lr, weight_decay : float
         AdamW settings.
     contrastive_weight : float
@@ -220,14 +221,14 @@ class DecoderModule(pl.LightningModule):
         temperature included, is frozen and left out of the optimiser.
     """
 
-    def __init__(self, net: nn.Module, *, layer: int, lr: float = 1e-3,
+    def __init__(self, net: nn.Module, *, layers: Sequence[int], lr: float = 1e-3,
                  weight_decay: float = 1e-2, contrastive_weight: float = 1.0,
                  temperature: float = 0.07, learn_temperature: bool = True,
                  trainable: Sequence[str] | None = None):
         super().__init__()
         if not 0.01 <= temperature <= 1.0:
             raise ValueError(f"temperature must be in [0.01, 1], got {temperature}")
-        self.net, self.layer = net, int(layer)
+        self.net, self.layers = net, [int(k) for k in layers]
         self.lr, self.weight_decay = float(lr), float(weight_decay)
         self.contrastive_weight = float(contrastive_weight)
         self.log_temperature = nn.Parameter(torch.tensor(float(np.log(temperature))),
@@ -248,17 +249,24 @@ class DecoderModule(pl.LightningModule):
                 for k, v in batch.items()}
 
     def forward(self, y, subject):
-        return self.net(y, subject)
+        """Decoded features, (B, n_layers, D)."""
+        return self.net(y, subject).unflatten(1, (len(self.layers), -1))
+
+    def target(self, batch) -> torch.Tensor:
+        return batch["features"][:, self.layers]
 
     def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean over layers of MSE + weighted InfoNCE; pred, target (B, n_layers, D)."""
         loss = F.mse_loss(pred.float(), target.float())
         if self.contrastive_weight and len(pred) > 1:
-            loss = loss + self.contrastive_weight * info_nce(pred, target, self.temperature)
+            nce = torch.stack([info_nce(pred[:, k], target[:, k], self.temperature)
+                               for k in range(pred.shape[1])]).mean()
+            loss = loss + self.contrastive_weight * nce
         return loss
 
     def training_step(self, batch, batch_idx):
-        pred = self.net(batch["y"], batch["subject"])
-        loss = self.loss(pred, batch["features"][:, self.layer])
+        pred = self(batch["y"], batch["subject"])
+        loss = self.loss(pred, self.target(batch))
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(pred))
         return loss
 
@@ -266,8 +274,8 @@ class DecoderModule(pl.LightningModule):
         self._val_sums = None
 
     def validation_step(self, batch, batch_idx):
-        pred = self.net(batch["y"], batch["subject"]).float()
-        target = batch["features"][:, self.layer].float()
+        pred = self(batch["y"], batch["subject"]).float().flatten(1)
+        target = self.target(batch).float().flatten(1)
         self.log("val_loss", F.mse_loss(pred, target), on_step=False, on_epoch=True,
                  sync_dist=True, batch_size=len(pred))
         sums = _pearson_sums(pred, target)
