@@ -70,3 +70,43 @@ def test_pins_are_consistent():
             if not req.specifier.contains(installed, prereleases=True):
                 wrong.append(f"{dist} needs {line}, found {installed}")
     assert not wrong, wrong
+
+
+HEAVY = ("torch", "transformers", "lightning", "mne", "nilearn", "matplotlib", "sklearn")
+
+
+def test_parsing_the_workflow_imports_no_heavy_library(tmp_path):
+    """Every job process parses the whole workflow again before its rule runs: parsing
+    must not import torch, transformers, MNE, nilearn or matplotlib (the rules import
+    the brainhead function they call when they call it)."""
+    import shutil
+    import subprocess
+    import sys
+
+    for name in ("Snakefile", "workflows", "data_specs"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp_path / name)
+    script = (
+        "import runpy, sys\n"
+        "sys.argv = ['snakemake', '-n', '--cores', '1', '--quiet']\n"
+        "try:\n"
+        "    runpy.run_module('snakemake', run_name='__main__')\n"
+        "except SystemExit as exit:\n"
+        "    assert not exit.code, exit.code\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout[-500:]
+
+
+def test_import_brainhead_is_light():
+    import subprocess
+    import sys
+
+    script = ("import sys, brainhead\n"
+              f"print(sorted(m for m in {HEAVY!r} + ('numpy', 'pandas') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", proc.stdout
