@@ -42,6 +42,18 @@ def test_dry_run_lists_the_dag(tmp_path):
         assert any(line.split() == [rule, str(count)] for line in proc.stdout.splitlines()), rule
 
 
+def test_decoder_family_joins_the_dag_when_named(tmp_path):
+    work = _copy_workflow(tmp_path)
+    study = work / "data_specs" / "demo" / "study.yaml"
+    text = study.read_text().replace("families: [voxel_xattn]", "families: [voxel_xattn, adapters]")
+    study.write_text(text + "  adapters:\n    modalities: [fmri]\n")
+    proc = _snakemake(work, "-n", "--cores", "2")
+    assert proc.returncode == 0, proc.stderr
+    lines = [line.split() for line in proc.stdout.splitlines()]
+    assert ["train_adapters", "1"] in lines and ["train_voxel_xattn", "2"] in lines
+    assert "results/demo/models/adapters/fmri/retrieval.tsv" in proc.stdout
+
+
 def test_lint_is_clean(tmp_path):
     work = _copy_workflow(tmp_path)
     proc = _snakemake(work, "--lint")

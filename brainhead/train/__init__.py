@@ -8,8 +8,11 @@
 - :mod:`~brainhead.train.data`: response tables as per-stimulus training rows, and
   seeded batch plans with target sampling (memory bounded whatever the brain size).
 - :mod:`~brainhead.train.modules`: LightningModules around the ``encoders`` models.
+- :mod:`~brainhead.train.experiment`: joint folds and splits shared by every family.
 - :mod:`~brainhead.train.voxel`: the cross-subject voxel encoder of a study (scores on
   the alignment folds, layer profiles, new-subject transfer, crowd effect).
+- :mod:`~brainhead.train.adapters`: subject adapters and a shared decoder (retrieval per
+  layer with its controls, reset-tuning of a new subject).
 
 Folds come from :mod:`brainhead.splits`, the same as ridge encoding's.
 
@@ -20,13 +23,13 @@ DAG); torch and Lightning load with the first attribute that needs them.
 from importlib import import_module
 
 #: Model families that ``train.families`` may name.
-FAMILIES = ("voxel_xattn",)
+FAMILIES = ("voxel_xattn", "adapters")
 
 _LAZY = {"CheckpointError": "checkpoints", "SafeCheckpointIO": "checkpoints",
          "load_checkpoint": "checkpoints", "save_checkpoint": "checkpoints",
          "TrainConfig": "trainer", "epoch_seed": "trainer", "fit_run": "trainer",
          "resolve_device": "trainer", "train_family": "jobs",
-         "train_voxel_encoder": "voxel"}
+         "train_voxel_encoder": "voxel", "train_adapter_decoder": "adapters"}
 
 __all__ = ["FAMILIES", *_LAZY]
 

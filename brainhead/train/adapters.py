@@ -28,7 +28,6 @@ from __future__ import annotations
 import copy
 import json
 import time
-import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -38,8 +37,8 @@ import torch
 
 from .._logging import logger, progress
 from ..io.store import atomic_path, provenance, spec_hash, write_arrays
-from .data import EncodingData, SubjectResponses, load_subject_responses, loader
-from .experiment import JointExperiment, stimulus_subset
+from .data import EncodingData, SubjectResponses, loader
+from .experiment import JointExperiment, load_modality
 from .modules import DecoderModule
 from .trainer import TrainConfig, epoch_seed, fit_run
 
@@ -103,15 +102,9 @@ class DecoderExperiment(JointExperiment):
         self.out_dir = Path(out_dir)
         self.params = {**DEFAULTS, **{k: v for k, v in params.items() if k in DEFAULTS}}
         self.layers = list(range(next(iter(features.values())).shape[0]))
-        ident = {s: (sub.Y.shape, zlib.crc32(np.ascontiguousarray(sub.Y).tobytes()))
-                 for s, sub in self.subjects.items()}
-        ident["features"] = {k: zlib.crc32(np.ascontiguousarray(v).tobytes())
-                             for k, v in features.items()}
         model_keys = ("d_shared", "depth", "adapter", "pool", "dropout", "contrastive_weight",
                       "temperature", "learn_temperature")
-        self.identity = spec_hash({"data": ident, "model": {k: self.params[k] for k in model_keys},
-                                   "train": {k: v for k, v in vars(cfg).items()
-                                             if k not in ("progress", "device")}})
+        self.identity = self.identity_hash(features, {k: self.params[k] for k in model_keys})
 
     # ------------------------------------------------------------------ one run
     def _shuffled(self, features: np.ndarray, stimuli: Sequence[str], key: str) -> np.ndarray:
@@ -141,7 +134,7 @@ class DecoderExperiment(JointExperiment):
                       "fit": {s: list(v) for s, v in fit.items()},
                       "val": {s: list(v) for s, v in val.items()},
                       "feature_stimuli": sorted(feature_stimuli or []),
-                      "base": None if base is None else self._state_hash(base),
+                      "base": None if base is None else self.state_hash(base),
                       "new_subject": new_subject}
         key = spec_hash(definition)
         torch.manual_seed(epoch_seed(self.cfg.seed, 0, f"init:{key}"))
@@ -169,22 +162,10 @@ class DecoderExperiment(JointExperiment):
                             shuffle=False, seed=0)
         info = fit_run(module, train_loader, val_loader, self.out_dir / "runs" / key, self.cfg,
                        name=name)
-        if before is not None:  # the frozen decoder and other adapters must not have moved
-            after = net.state_dict()
-            change = max(float((after[k] - v).abs().max()) for k, v in before.items())
-            self.checks["frozen_max_change"] = max(self.checks.get("frozen_max_change", 0.0),
-                                                   change)
-            if change != 0.0:
-                raise RuntimeError(f"{name}: frozen parameters changed by {change}")
+        if before is not None:  # the frozen parameters must not have moved
+            self.check_frozen(name, before, net)
         self.runs.append({"run": name, "dir": f"runs/{key}", **info})
         return module, data
-
-    @staticmethod
-    def _state_hash(net: torch.nn.Module) -> str:
-        crc = 0
-        for k, v in sorted(net.state_dict().items()):
-            crc = zlib.crc32(k.encode() + v.detach().cpu().numpy().tobytes(), crc)
-        return f"{crc:08x}"
 
     @torch.no_grad()
     def decode(self, module: DecoderModule, data: EncodingData, subject: str,
@@ -251,38 +232,17 @@ class DecoderExperiment(JointExperiment):
 
     def adaptation(self) -> list[dict]:
         """Reset-tuning of a held-out subject against a from-scratch decoder, on fold 0."""
-        new = self.transfer_subject
-        others = [s for s in self.subjects if s != new]
-        if not others:
-            logger.warning("%s: reset-tuning needs at least 2 subjects; skipped", FAMILY)
-            return []
-        train, test = self.split(0)
-        base_train = {s: train[s] for s in others}
-        fit, val = self.fit_val(base_train, "adapt-base")
-        base, _ = self.run("adapt/base", "trained", fit, val)
-        feature_stimuli = sorted({x for v in base_train.values() for x in v})
-        rows = []
-        for frac in self.params["adapt_fractions"]:
-            subset = stimulus_subset(train[new], frac, self.cfg.seed, f"adapt:{new}")
-            sfit, sval = self.fit_val({new: subset}, f"adapt{frac}")
-            if len(sfit[new]) < 2 or not sval[new]:
-                logger.warning("%s: %d stimuli are too few to adapt at k=%s", FAMILY,
-                               len(subset), frac)
-                continue
-            for method in ("reset_tuning", "scratch"):
-                kwargs = ({"base": base.net.cpu(), "new_subject": new}
-                          if method == "reset_tuning" else {})
-                module, data = self.run(f"adapt/{frac}/{method}", "trained", sfit, sval,
-                                        feature_stimuli=feature_stimuli, **kwargs)
-                pred = self.decode(module, data, new, test[new])
-                true = self.true_features(data, test[new])
-                for k, layer in enumerate(self.layers):
-                    ranks = retrieval_hits(pred[:, k], true[:, k])
-                    rows.append({"subject": new, "fraction": frac, "n_stimuli": len(subset),
-                                 "method": method, "layer": layer,
-                                 "top1": float((ranks < 1).mean()),
-                                 "top5": float((ranks < 5).mean()),
-                                 "n_candidates": len(test[new])})
+        new, rows = self.transfer_subject, []
+        for frac, n, method, module, data, test in self.new_subject_runs(
+                "adapt", self.params["adapt_fractions"], ("reset_tuning", "scratch")):
+            pred = self.decode(module, data, new, test)
+            true = self.true_features(data, test)
+            for k, layer in enumerate(self.layers):
+                ranks = retrieval_hits(pred[:, k], true[:, k])
+                rows.append({"subject": new, "fraction": frac, "n_stimuli": n,
+                             "method": method, "layer": layer,
+                             "top1": float((ranks < 1).mean()),
+                             "top5": float((ranks < 5).mean()), "n_candidates": len(test)})
         return rows
 
 
@@ -304,13 +264,7 @@ def train_adapter_decoder(response_paths: Sequence[str | Path], features_path: s
     start = time.perf_counter()
     out_dir = Path(out_dir)
     cfg = TrainConfig.from_params(params, seed)
-    subjects = {}
-    for path in response_paths:
-        sub = load_subject_responses(path)
-        subjects[sub.subject] = sub
-    modalities = {sub.modality for sub in subjects.values()}
-    if len(modalities) != 1:
-        raise ValueError(f"{FAMILY}: one modality per job, got {sorted(modalities)}")
+    subjects, modality = load_modality(response_paths, FAMILY)
     features, feature_ids, _ = read_features(features_path)
     exp = DecoderExperiment(subjects, features, feature_ids, out_dir, params.get(FAMILY, {}),
                             cfg, transfer_subject=transfer_subject)
@@ -318,7 +272,6 @@ def train_adapter_decoder(response_paths: Sequence[str | Path], features_path: s
                 "/".join(str(s.n_targets) for s in subjects.values()), exp.n_folds, exp.device)
     retrieval, arrays = exp.cross_validate()
     adaptation = exp.adaptation() if exp.params["adapt"] else []
-    modality = modalities.pop()
     for s, sub in exp.subjects.items():
         arrays.update({f"sub-{s}/stim_id": sub.stim_id,
                        f"sub-{s}/fold": np.array([exp.folds[x] for x in sub.stim_id])})

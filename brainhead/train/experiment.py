@@ -8,15 +8,20 @@ stimulus is on the same side of the split for every subject, and validation stim
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
+import torch
 
+from .._logging import logger
+from ..io.store import spec_hash
 from ..splits import joint_folds, validation_split
-from .data import SubjectResponses, check_split
+from .data import SubjectResponses, check_split, load_subject_responses
 from .trainer import TrainConfig, epoch_seed, resolve_device
 
-__all__ = ["JointExperiment", "stimulus_subset"]
+__all__ = ["JointExperiment", "load_modality", "stimulus_subset"]
 
 
 def stimulus_subset(stimuli: Sequence[str], fraction: float, seed: int, key: str
@@ -29,6 +34,19 @@ def stimulus_subset(stimuli: Sequence[str], fraction: float, seed: int, key: str
     rng = np.random.default_rng(epoch_seed(seed, 0, f"subset:{key}:{fraction}"))
     return sorted(np.asarray(stimuli)[rng.choice(len(stimuli), n, replace=False)].tolist())
 
+
+
+def load_modality(response_paths: Sequence[str | Path], family: str
+                  ) -> tuple[dict[str, SubjectResponses], str]:
+    """Every subject's training rows, and their one modality (a job trains one)."""
+    subjects = {}
+    for path in response_paths:
+        sub = load_subject_responses(path)
+        subjects[sub.subject] = sub
+    modalities = {sub.modality for sub in subjects.values()}
+    if len(modalities) != 1:
+        raise ValueError(f"{family}: one modality per job, got {sorted(modalities)}")
+    return subjects, modalities.pop()
 
 
 class JointExperiment:
@@ -96,3 +114,72 @@ class JointExperiment:
             rows.append({"subject": subject, **extra, "region": reg,
                          "r": float(np.nanmean(r[cols])), "n_targets": int(cols.sum())})
         return rows
+
+    # ------------------------------------------------------------------ bookkeeping
+    def identity_hash(self, features: Mapping[str, np.ndarray], model: dict) -> str:
+        """Hash of the data, the model settings and the training settings: the part of
+        every run key that is common to the experiment's runs."""
+        ident = {s: (sub.Y.shape, zlib.crc32(np.ascontiguousarray(sub.Y).tobytes()))
+                 for s, sub in self.subjects.items()}
+        ident["features"] = {k: zlib.crc32(np.ascontiguousarray(v).tobytes())
+                             for k, v in features.items()}
+        return spec_hash({"data": ident, "model": model,
+                          "train": {k: v for k, v in vars(self.cfg).items()
+                                    if k not in ("progress", "device")}})
+
+    @staticmethod
+    def state_hash(net: torch.nn.Module) -> str:
+        """CRC of a model's weights (names and values), for run keys built on a model."""
+        crc = 0
+        for k, v in sorted(net.state_dict().items()):
+            crc = zlib.crc32(k.encode() + v.detach().cpu().numpy().tobytes(), crc)
+        return f"{crc:08x}"
+
+    def check_frozen(self, name: str, before: dict, net: torch.nn.Module) -> None:
+        """Raise unless every weight in ``before`` (a state dict) is unchanged in ``net``;
+        the largest change is kept in ``checks['frozen_max_change']``."""
+        after = net.state_dict()
+        change = max(float((after[k] - v).abs().max()) for k, v in before.items())
+        self.checks["frozen_max_change"] = max(self.checks.get("frozen_max_change", 0.0),
+                                               change)
+        if change != 0.0:
+            raise RuntimeError(f"{name}: frozen parameters changed by {change}")
+
+    # ------------------------------------------------------------------ new subject
+    def new_subject_runs(self, kind: str, fractions: Sequence[float],
+                         methods: tuple[str, str]) -> Iterator[tuple]:
+        """The runs of a new-subject experiment on outer fold 0.
+
+        A base model is trained on every subject but :attr:`transfer_subject`; then, for
+        each fraction ``k`` of the new subject's training stimuli, ``methods[0]`` trains
+        only the new subject's own parameters on the frozen base (the subclass's
+        ``run(..., base=, new_subject=)``) and ``methods[1]`` the same architecture on
+        the new subject alone.
+
+        Yields
+        ------
+        fraction, n_stimuli, method, module, data, test_stimuli
+        """
+        new = self.transfer_subject
+        others = [s for s in self.subjects if s != new]
+        if not others:
+            logger.warning("%s: %s needs at least 2 subjects; skipped", self.family, kind)
+            return
+        train, test = self.split(0)
+        base_train = {s: train[s] for s in others}
+        fit, val = self.fit_val(base_train, f"{kind}-base")
+        base, _ = self.run(f"{kind}/base", "trained", fit, val)
+        feature_stimuli = sorted({x for v in base_train.values() for x in v})
+        for frac in fractions:
+            subset = stimulus_subset(train[new], frac, self.cfg.seed, f"{kind}:{new}")
+            sfit, sval = self.fit_val({new: subset}, f"{kind}{frac}")
+            if len(sfit[new]) < 2 or not sval[new]:
+                logger.warning("%s: %d stimuli are too few for %s at k=%s", self.family,
+                               len(subset), kind, frac)
+                continue
+            for method in methods:
+                kwargs = ({"base": base.net.cpu(), "new_subject": new}
+                          if method == methods[0] else {})
+                module, data = self.run(f"{kind}/{frac}/{method}", "trained", sfit, sval,
+                                        feature_stimuli=feature_stimuli, **kwargs)
+                yield frac, len(subset), method, module, data, test[new]

@@ -11,7 +11,8 @@ __all__ = ["OUTPUTS", "family_modalities", "train_family", "train_subjects"]
 
 #: Files that each family's job writes in ``results/<study>/models/<family>/<modality>/``.
 OUTPUTS = {"voxel_xattn": ("scores.tsv", "layer_profile.tsv", "transfer.tsv", "crowd.tsv",
-                           "predictions.h5", "summary.json")}
+                           "predictions.h5", "summary.json"),
+           "adapters": ("retrieval.tsv", "adaptation.tsv", "predictions.h5", "summary.json")}
 
 
 def family_modalities(study, family: str) -> list[str]:
@@ -61,9 +62,12 @@ def train_family(family: str, study, modality: str, responses, features, out_dir
                if s.train.get("transfer_holdout", False)]
     model = Path(features).stem
     with limit_threads(threads):
-        from .voxel import train_voxel_encoder
+        if family == "voxel_xattn":
+            from .voxel import train_voxel_encoder as train
+        else:
+            from .adapters import train_adapter_decoder as train
 
         logger.info("training %s on %d %s subjects of study %s", family, len(responses),
                     modality, study.name)
-        return train_voxel_encoder(responses, features, out_dir, params, seed=study.seed,
-                                   model=model, transfer_subject=(holdout or [None])[0])
+        return train(responses, features, out_dir, params, seed=study.seed, model=model,
+                     transfer_subject=(holdout or [None])[0])

@@ -33,7 +33,6 @@ from __future__ import annotations
 import copy
 import json
 import time
-import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -43,8 +42,8 @@ import torch
 
 from .._logging import logger, progress
 from ..io.store import atomic_path, provenance, spec_hash, write_arrays
-from .data import EncodingData, SubjectResponses, load_subject_responses, loader
-from .experiment import JointExperiment, stimulus_subset
+from .data import EncodingData, SubjectResponses, loader
+from .experiment import JointExperiment, load_modality, stimulus_subset
 from .modules import EncoderModule
 from .trainer import TrainConfig, epoch_seed, fit_run
 
@@ -77,15 +76,9 @@ class VoxelEncoderExperiment(JointExperiment):
         self.features, self.feature_ids = features, np.asarray(feature_ids).astype(str)
         self.out_dir = Path(out_dir)
         self.params = {**DEFAULTS, **{k: v for k, v in params.items() if k in DEFAULTS}}
-        ident = {s: (sub.Y.shape, zlib.crc32(np.ascontiguousarray(sub.Y).tobytes()))
-                 for s, sub in self.subjects.items()}
-        ident["features"] = {k: zlib.crc32(np.ascontiguousarray(v).tobytes())
-                             for k, v in features.items()}
         model_keys = ("d_model", "n_heads", "dropout", "n_sampled_targets", "cosine_weight",
                       "subject_lr_scale", "n_components", "keys", "readout")
-        self.identity = spec_hash({"data": ident, "model": {k: self.params[k] for k in model_keys},
-                                   "train": {k: v for k, v in vars(cfg).items()
-                                             if k not in ("progress", "device")}})
+        self.identity = self.identity_hash(features, {k: self.params[k] for k in model_keys})
 
     # ------------------------------------------------------------------ one run
     def _net(self, n_targets: Mapping[str, int], dims: Sequence[int], key: str):
@@ -111,7 +104,7 @@ class VoxelEncoderExperiment(JointExperiment):
                       "fit": {s: list(v) for s, v in fit.items()},
                       "val": {s: list(v) for s, v in val.items()},
                       "feature_stimuli": sorted(feature_stimuli or []),
-                      "base": None if base is None else self._state_hash(base),
+                      "base": None if base is None else self.state_hash(base),
                       "new_subject": new_subject}
         key = spec_hash(definition)
         if base is None:
@@ -141,12 +134,7 @@ class VoxelEncoderExperiment(JointExperiment):
         if self.params["readout"] == "ridge":
             self._refit_readouts(net, data, trainable or list(fit), train, run_dir)
         if before is not None:  # the frozen parameters must not have moved
-            after = net.state_dict()
-            change = max(float((after[k] - v).abs().max()) for k, v in before.items())
-            self.checks["frozen_max_change"] = max(self.checks.get("frozen_max_change", 0.0),
-                                                   change)
-            if change != 0.0:
-                raise RuntimeError(f"{name}: frozen parameters changed by {change}")
+            self.check_frozen(name, before, net)
         self.runs.append({"run": name, "dir": f"runs/{key}", **info})
         return module, data
 
@@ -172,13 +160,6 @@ class VoxelEncoderExperiment(JointExperiment):
         if not (run_dir / "final.pt").is_file():
             with atomic_path(run_dir / "final.pt") as tmp:
                 torch.save(net.state_dict(), tmp)
-
-    @staticmethod
-    def _state_hash(net: torch.nn.Module) -> str:
-        crc = 0
-        for k, v in sorted(net.state_dict().items()):
-            crc = zlib.crc32(k.encode() + v.detach().cpu().numpy().tobytes(), crc)
-        return f"{crc:08x}"
 
     @torch.no_grad()
     def predict(self, module: EncoderModule, data: EncodingData, subject: str,
@@ -227,33 +208,12 @@ class VoxelEncoderExperiment(JointExperiment):
 
     def transfer(self) -> list[dict]:
         """New-subject transfer on fold 0 against the same architecture trained alone."""
-        new = self.transfer_subject
-        others = [s for s in self.subjects if s != new]
-        if not others:
-            logger.warning("%s: transfer needs at least 2 subjects; skipped", FAMILY)
-            return []
-        train, test = self.split(0)
-        base_train = {s: train[s] for s in others}
-        fit, val = self.fit_val(base_train, "transfer-base")
-        base, base_data = self.run("transfer/base", "trained", fit, val)
-        feature_stimuli = sorted({x for v in base_train.values() for x in v})
-        rows = []
-        for frac in self.params["transfer_fractions"]:
-            subset = stimulus_subset(train[new], frac, self.cfg.seed, f"transfer:{new}")
-            sfit, sval = self.fit_val({new: subset}, f"transfer{frac}")
-            if len(sfit[new]) < 2 or not sval[new]:
-                logger.warning("%s: %d stimuli are too few to transfer at k=%s", FAMILY,
-                               len(subset), frac)
-                continue
-            for method in ("transfer", "alone"):
-                kwargs = ({"base": base.net.cpu(), "new_subject": new} if method == "transfer"
-                          else {})
-                module, data = self.run(f"transfer/{frac}/{method}", "trained", sfit, sval,
-                                        feature_stimuli=feature_stimuli, **kwargs)
-                pred, _ = self.predict(module, data, new, test[new])
-                r = _r(pred, self.truth(new, test[new]))
-                rows += self._region_rows(new, r, {"fraction": frac, "n_stimuli": len(subset),
-                                                   "method": method})
+        new, rows = self.transfer_subject, []
+        for frac, n, method, module, data, test in self.new_subject_runs(
+                "transfer", self.params["transfer_fractions"], ("transfer", "alone")):
+            pred, _ = self.predict(module, data, new, test)
+            rows += self._region_rows(new, _r(pred, self.truth(new, test)),
+                                      {"fraction": frac, "n_stimuli": n, "method": method})
         return rows
 
     def crowd(self) -> list[dict]:
@@ -315,13 +275,7 @@ def train_voxel_encoder(response_paths: Sequence[str | Path], features_path: str
     out_dir = Path(out_dir)
     cfg = TrainConfig.from_params(params, seed)
     vparams = params.get(FAMILY, {})
-    subjects = {}
-    for path in response_paths:
-        sub = load_subject_responses(path)
-        subjects[sub.subject] = sub
-    modalities = {sub.modality for sub in subjects.values()}
-    if len(modalities) != 1:
-        raise ValueError(f"{FAMILY}: one modality per job, got {sorted(modalities)}")
+    subjects, modality = load_modality(response_paths, FAMILY)
     features, feature_ids, _ = read_features(features_path)
     exp = VoxelEncoderExperiment(subjects, features, feature_ids, out_dir, vparams, cfg,
                                  transfer_subject=transfer_subject)
@@ -330,7 +284,6 @@ def train_voxel_encoder(response_paths: Sequence[str | Path], features_path: str
     cv = exp.cross_validate()
     transfer = exp.transfer() if exp.params["transfer"] else []
     crowd = exp.crowd() if exp.params["crowd"] else []
-    modality = modalities.pop()
     _write_outputs(exp, cv, transfer, crowd, out_dir, modality=modality, model=model,
                    params=params, seed=cfg.seed)
     summary = {"family": FAMILY, "modality": modality, "model": model,

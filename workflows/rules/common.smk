@@ -1,4 +1,5 @@
 # Setup shared by all rules: find the study, validate it, define input functions.
+import os
 import sys
 from pathlib import Path
 
@@ -99,10 +100,10 @@ TRAIN_MODEL = TRAIN["model"] or MODELS[0]
 # Ask a cluster for GPUs only when training may use them (train.device: cpu asks none).
 TRAIN_GPUS = 0 if TRAIN["device"] == "cpu" else (
     TRAIN["devices"] if isinstance(TRAIN["devices"], int) else 1)
-VOXEL_MODALITIES = family_modalities(STUDY, "voxel_xattn")
 
 
 def train_outputs():
     """Every training output that the report reads."""
-    return expand(f"{RESULTS}/models/voxel_xattn/{{modality}}/{{name}}",
-                  modality=VOXEL_MODALITIES, name=TRAIN_OUTPUTS["voxel_xattn"])
+    return [path for family, names in TRAIN_OUTPUTS.items()
+            for path in expand(f"{RESULTS}/models/{family}/{{modality}}/{{name}}",
+                               modality=family_modalities(STUDY, family), name=names)]
