@@ -194,12 +194,18 @@ def _decoder_experiment(tmp_path, *, n_stimuli=80, n_targets=(24, 30, 20), seed=
                              tmp_path / "out", p, cfg)
 
 
-def test_decoder_experiment_retrieval_controls_and_reset_tuning(tmp_path):
+@pytest.fixture(scope="module")
+def decoded(tmp_path_factory):
+    """One tiny decoder experiment: its retrieval rows, arrays and reset-tuning rows."""
+    exp = _decoder_experiment(tmp_path_factory.mktemp("decoder"))
+    rows, arrays = exp.cross_validate()
+    return exp, pd.DataFrame(rows), arrays, pd.DataFrame(exp.adaptation())
+
+
+def test_decoder_experiment_retrieval_controls_and_reset_tuning(decoded):
     from scipy.stats import binom
 
-    exp = _decoder_experiment(tmp_path)
-    rows, arrays = exp.cross_validate()
-    table = pd.DataFrame(rows)
+    exp, table, arrays, adapt = decoded
     assert set(table["control"]) == {"trained", "random", "shuffled"}
     assert len(table) == 3 * 3 * 3  # controls x subjects x layers
     assert (table["n_stimuli"] == 80).all()  # every stimulus decoded once, on its fold
@@ -214,8 +220,42 @@ def test_decoder_experiment_retrieval_controls_and_reset_tuning(tmp_path):
     assert shuffled["top1"].mul(80).between(lo, hi).all(), shuffled
     assert arrays["sub-00/decoded_trained"].shape == (80, 3, 8)
 
-    adapt = pd.DataFrame(exp.adaptation())
     assert exp.checks["frozen_max_change"] == 0.0
     assert set(adapt["method"]) == {"reset_tuning", "scratch"}
     assert set(adapt["fraction"]) == {0.25, 1.0}
     assert (adapt["subject"] == exp.transfer_subject).all()
+
+
+def test_decoder_section_of_the_report(decoded, tmp_path):
+    import json
+
+    import mne
+
+    from brainhead.report.decoders import adapters_section, decoder_rows
+    from brainhead.report.figures import FigureWriter
+    from brainhead.report.sections import ReportBuilder, ReportContext
+
+    exp, table, _, adapt = decoded
+    folder = tmp_path / "models" / "adapters" / "fmri"
+    folder.mkdir(parents=True)
+    table.to_csv(folder / "retrieval.tsv", sep="\t", index=False)
+    adapt.to_csv(folder / "adaptation.tsv", sep="\t", index=False)
+    (folder / "summary.json").write_text(json.dumps({
+        "modality": "fmri", "model": "toy", "subjects": list(exp.subjects), "n_folds": 4,
+        "runs": exp.runs, "seconds": 1.0, "transfer_subject": exp.transfer_subject,
+        "settings": {"adapters": exp.params}}))
+    rows = decoder_rows(pd.read_csv(folder / "retrieval.tsv", sep="\t", dtype={"subject": str}))
+    assert [r["subject"] for r in rows] == sorted(exp.subjects)
+    assert all(r["top1"] >= r["random"] or r["layer"] != 2 for r in rows)
+    report = mne.Report(title="t")
+    writer = FigureWriter(tmp_path / "figures")
+    builder = ReportBuilder(report, writer)
+    ctx = ReportContext(study="t", description="", summary=pd.DataFrame(),
+                        best=pd.DataFrame(), truth=None, model_dirs=[folder])
+    adapters_section(builder, ctx)
+    assert [f["title"] for f in builder.added] == ["fmri: decoding layer curve",
+                                                   "fmri: reset-tuning"]
+    assert all(f["png"].stat().st_size > 0 for f in builder.added)
+    writer.commit()
+    names = sorted(p.name for p in (tmp_path / "figures").iterdir())
+    assert "adapters_fmri_all-subjects_all-targets_top1_layer-curve.png" in names, names
