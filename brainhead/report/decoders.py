@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .figures import figure_name, pyplot
+from .figures import figure_name, fraction_figure, pyplot
 from .sections import ReportBuilder, ReportContext, register_section, render
 
 FAMILY = "adapters"
@@ -69,18 +69,9 @@ def retrieval_figure(retrieval: pd.DataFrame):
 
 def adaptation_figure(adaptation: pd.DataFrame):
     """Reset-tuning against a from-scratch decoder, by fraction of stimuli (best layer)."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(4.2, 3.0))
-    mean = adaptation.groupby(["method", "fraction"])["top1"].max().reset_index()
-    for method, style in (("reset_tuning", "-o"), ("scratch", "--s")):
-        g = mean[mean["method"] == method].sort_values("fraction")
-        ax.plot(g["fraction"], g["top1"], style, ms=4, label=method.replace("_", "-"))
-    ax.set_xlabel("fraction of the new subject's training stimuli", fontsize=8)
-    ax.set_ylabel("held-out top-1 (best layer)", fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    best = adaptation.groupby(["method", "fraction"])["top1"].max().reset_index()
+    return fraction_figure(best, "top1", ("reset_tuning", "scratch"),
+                           "held-out top-1 (best layer)")
 
 
 @register_section("adapters", order=65)

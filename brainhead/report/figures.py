@@ -279,14 +279,20 @@ def profile_figure(profile: pd.DataFrame, planted: dict[str, int]):
 
 def transfer_figure(transfer: pd.DataFrame):
     """New-subject transfer against training alone, by fraction of training stimuli."""
+    return fraction_figure(transfer[transfer["region"] == "all"], "r",
+                           ("transfer", "alone"), "held-out r (all targets)")
+
+
+def fraction_figure(frame: pd.DataFrame, value: str, methods: tuple[str, str], ylabel: str):
+    """A new subject's score by fraction of its training stimuli: the method that reuses
+    the shared model (``methods[0]``, solid) against the one trained alone (dashed)."""
     plt = pyplot()
-    allr = transfer[transfer["region"] == "all"]
     fig, ax = plt.subplots(figsize=(4.2, 3.0))
-    for method, style in (("transfer", "-o"), ("alone", "--s")):
-        g = allr[allr["method"] == method].sort_values("fraction")
-        ax.plot(g["fraction"], g["r"], style, ms=4, label=method)
+    for method, style in zip(methods, ("-o", "--s")):
+        g = frame[frame["method"] == method].sort_values("fraction")
+        ax.plot(g["fraction"], g[value], style, ms=4, label=method.replace("_", "-"))
     ax.set_xlabel("fraction of the new subject's training stimuli", fontsize=8)
-    ax.set_ylabel("held-out r (all targets)", fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=7)
     fig.tight_layout()
