@@ -37,7 +37,7 @@ import torch
 
 from .._logging import logger, progress
 from ..io.store import atomic_path, provenance, spec_hash, write_arrays
-from .data import EncodingData, SubjectResponses, loader
+from .data import EncodingData, loader
 from .experiment import JointExperiment, load_modality
 from .modules import DecoderModule
 from .trainer import TrainConfig, epoch_seed, fit_run
@@ -93,18 +93,13 @@ class DecoderExperiment(JointExperiment):
     """Everything one modality's decoder job trains and scores (see the module doc)."""
 
     family = FAMILY
+    defaults = DEFAULTS
+    model_keys = ("d_shared", "depth", "adapter", "pool", "dropout", "contrastive_weight",
+                  "temperature", "learn_temperature")
 
-    def __init__(self, subjects: Mapping[str, SubjectResponses], features: dict[str, np.ndarray],
-                 feature_ids: np.ndarray, out_dir: str | Path, params: dict, cfg: TrainConfig,
-                 *, transfer_subject: str | None = None):
-        super().__init__(subjects, cfg, transfer_subject=transfer_subject)
-        self.features, self.feature_ids = features, np.asarray(feature_ids).astype(str)
-        self.out_dir = Path(out_dir)
-        self.params = {**DEFAULTS, **{k: v for k, v in params.items() if k in DEFAULTS}}
-        self.layers = list(range(next(iter(features.values())).shape[0]))
-        model_keys = ("d_shared", "depth", "adapter", "pool", "dropout", "contrastive_weight",
-                      "temperature", "learn_temperature")
-        self.identity = self.identity_hash(features, {k: self.params[k] for k in model_keys})
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.layers = list(range(next(iter(self.features.values())).shape[0]))
 
     # ------------------------------------------------------------------ one run
     def _shuffled(self, features: np.ndarray, stimuli: Sequence[str], key: str) -> np.ndarray:

@@ -52,18 +52,32 @@ def load_modality(response_paths: Sequence[str | Path], family: str
 class JointExperiment:
     """Subjects of one modality, their joint outer folds, and the runs trained on them.
 
+    A family subclasses it with its :attr:`family` name, its settings' :attr:`defaults`
+    and the :attr:`model_keys` among them that define its model (part of every run key).
+
     Parameters
     ----------
     subjects : mapping of str to SubjectResponses
+    features : dict of str to ndarray, shape (n_layers, n_stimuli, dim)
+        Layer features per control (``trained``, ``random``).
+    feature_ids : ndarray of str
+        Stimulus id of each feature row.
+    out_dir : path-like
+        The job's output folder (runs go to ``out_dir/runs``).
+    params : dict
+        The family's section of the study's ``train`` settings (other keys are ignored).
     cfg : TrainConfig
     transfer_subject : str, optional
         The subject held out for new-subject experiments (default: the last by id).
     """
 
     family = "experiment"
+    defaults: dict = {}
+    model_keys: tuple[str, ...] = ()
 
-    def __init__(self, subjects: Mapping[str, SubjectResponses], cfg: TrainConfig, *,
-                 transfer_subject: str | None = None):
+    def __init__(self, subjects: Mapping[str, SubjectResponses], features: dict[str, np.ndarray],
+                 feature_ids: np.ndarray, out_dir: str | Path, params: dict, cfg: TrainConfig,
+                 *, transfer_subject: str | None = None):
         self.subjects = dict(sorted(subjects.items()))
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
@@ -73,6 +87,12 @@ class JointExperiment:
         self.transfer_subject = transfer_subject or list(self.subjects)[-1]
         self.runs: list[dict] = []
         self.checks: dict[str, float] = {}
+        self.features, self.feature_ids = features, np.asarray(feature_ids).astype(str)
+        self.out_dir = Path(out_dir)
+        self.params = {**self.defaults,
+                       **{k: v for k, v in params.items() if k in self.defaults}}
+        self.identity = self.identity_hash(features, {k: self.params[k]
+                                                      for k in self.model_keys})
 
     # ------------------------------------------------------------------ splits
     def split(self, fold: int) -> tuple[dict[str, list[str]], dict[str, list[str]]]:

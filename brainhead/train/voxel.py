@@ -42,7 +42,7 @@ import torch
 
 from .._logging import logger, progress
 from ..io.store import atomic_path, provenance, spec_hash, write_arrays
-from .data import EncodingData, SubjectResponses, loader
+from .data import EncodingData, loader
 from .experiment import JointExperiment, load_modality, stimulus_subset
 from .modules import EncoderModule
 from .trainer import TrainConfig, epoch_seed, fit_run
@@ -68,17 +68,9 @@ class VoxelEncoderExperiment(JointExperiment):
     """Everything one modality's encoder job trains and scores (see the module doc)."""
 
     family = FAMILY
-
-    def __init__(self, subjects: Mapping[str, SubjectResponses], features: dict[str, np.ndarray],
-                 feature_ids: np.ndarray, out_dir: str | Path, params: dict, cfg: TrainConfig,
-                 *, transfer_subject: str | None = None):
-        super().__init__(subjects, cfg, transfer_subject=transfer_subject)
-        self.features, self.feature_ids = features, np.asarray(feature_ids).astype(str)
-        self.out_dir = Path(out_dir)
-        self.params = {**DEFAULTS, **{k: v for k, v in params.items() if k in DEFAULTS}}
-        model_keys = ("d_model", "n_heads", "dropout", "n_sampled_targets", "cosine_weight",
-                      "subject_lr_scale", "n_components", "keys", "readout")
-        self.identity = self.identity_hash(features, {k: self.params[k] for k in model_keys})
+    defaults = DEFAULTS
+    model_keys = ("d_model", "n_heads", "dropout", "n_sampled_targets", "cosine_weight",
+                  "subject_lr_scale", "n_components", "keys", "readout")
 
     # ------------------------------------------------------------------ one run
     def _net(self, n_targets: Mapping[str, int], dims: Sequence[int], key: str):
