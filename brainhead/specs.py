@@ -439,6 +439,16 @@ def preprocess_problems(modality: str, params: dict, where: str, *,
             say("high_gamma", f"[{lo:g}, {hi:g}] Hz must have 0 <= low < high")
         return problems
     # EEG
+    for key in ("run_labels", "run_segments"):
+        if params.get(key) and params.get("epoching") != "fixed":
+            say(key, "applies to fixed-length windows; set preprocess.epoching: fixed (events "
+                     "give each epoch its label)")
+    for run, (start, stop) in (params.get("run_segments") or {}).items():
+        if start is None:
+            say(f"run_segments.{run}", "the start is a number of seconds (negative: from the "
+                                       "end); only the stop may be null (the end)")
+        elif stop is not None and (start >= 0) == (stop > 0) and not start < stop:
+            say(f"run_segments.{run}", f"[{start:g}, {stop:g}] s must start before it ends")
     montage = params.get("montage")
     if isinstance(montage, str) and not _is_montage_file(montage):
         known = builtin_montages()
@@ -772,6 +782,47 @@ def _train_problems(config: dict, subjects: dict[str, SubjectSpec], path: Path) 
     return problems
 
 
+def has_stimuli(config: dict) -> bool:
+    """Whether a study aligns stimuli (simulated, or a stimuli table), as opposed to a
+    study that only decodes labels (a decode section and no stimuli table)."""
+    return "simulate" in config or "stimuli" in config
+
+
+#: Decoding models that read the epochs view (raw signals), and those for two classes.
+_EPOCH_MODELS = ("csp_lda", "tangent_lr", "logvar_lda", "shallow_convnet")
+_BINARY_MODELS = ("csp_lda",)
+
+
+def _decode_problems(config: dict, subjects: dict[str, SubjectSpec], path: Path) -> list[str]:
+    """Meaning checks of the ``decode`` section (and of a study without stimuli)."""
+    where = _rel(path)
+    problems = []
+    if not has_stimuli(config) and config["train"]["families"]:
+        problems.append(f"{where}: key 'train.families': {config['train']['families']} train "
+                        "on stimulus features, and this study has no stimuli table (it only "
+                        "decodes); remove train.families or add stimuli")
+    decode = config.get("decode")
+    if decode is None:
+        return problems
+    present = sorted({s.modality for s in subjects.values()} & set(decode["modalities"]))
+    if subjects and not present:
+        have = sorted({s.modality for s in subjects.values()})
+        problems.append(f"{where}: key 'decode.modalities': {decode['modalities']} has no "
+                        f"subject in this study (its subjects are {', '.join(have)})")
+    mha = decode["electrode_mha"]
+    if mha["d_model"] % mha["n_heads"]:
+        problems.append(f"{where}: key 'decode.electrode_mha.n_heads': {mha['n_heads']} heads "
+                        f"do not divide d_model {mha['d_model']}")
+    classes = decode["classes"]
+    if classes is not None and len(classes) > 2:
+        binary = [m for m in decode["models"] if m in _BINARY_MODELS]
+        if binary:
+            problems.append(f"{where}: key 'decode.models': {', '.join(binary)} decodes two "
+                            f"classes and decode.classes names {len(classes)}; remove it or "
+                            "keep two classes")
+    return problems
+
+
 def find_study_file(study: Path | str) -> Path:
     """``study.yaml`` of a study folder, or the file itself."""
     study = Path(study)
@@ -818,7 +869,10 @@ def load_study(study: Path | str, *, design: bool = True) -> StudySpec:
     problems = _study_problems(config, raw, path, root, design=design)
     if "simulate" not in config:
         if "stimuli" not in config:
-            problems.append(f"{_rel(path)}: key 'stimuli': required when the study is not simulated")
+            if "decode" not in config:
+                problems.append(f"{_rel(path)}: key 'stimuli': required when the study is not "
+                                "simulated (or add a decode section: a decoding study needs "
+                                "no stimuli table)")
         elif (root / config["stimuli"]).is_dir():
             problems.append(f"{_rel(path)}: key 'stimuli': {_rel(root / config['stimuli'])} "
                             "is a directory; name the stimuli table (TSV)")
@@ -864,6 +918,7 @@ def load_study(study: Path | str, *, design: bool = True) -> StudySpec:
                 modality, config["preprocess"][modality], _rel(path), continuous=continuous,
                 prefix=f"preprocess.{modality}") if p not in problems]
     problems += _train_problems(config, subjects, path)
+    problems += _decode_problems(config, subjects, path)
     if problems:
         raise SpecError(problems)
     return StudySpec(
