@@ -13,6 +13,8 @@
   the alignment folds, layer profiles, new-subject transfer, crowd effect).
 - :mod:`~brainhead.train.adapters`: subject adapters and a shared decoder (retrieval per
   layer with its controls, reset-tuning of a new subject).
+- :mod:`~brainhead.train.electrode`: electrode multi-head attention as a scikit-learn
+  classifier of trials of electrode tokens (the decoding stage's model).
 
 Folds come from :mod:`brainhead.splits`, the same as ridge encoding's.
 
@@ -29,7 +31,8 @@ _LAZY = {"CheckpointError": "checkpoints", "SafeCheckpointIO": "checkpoints",
          "load_checkpoint": "checkpoints", "save_checkpoint": "checkpoints",
          "TrainConfig": "trainer", "epoch_seed": "trainer", "fit_run": "trainer",
          "resolve_device": "trainer", "train_family": "jobs",
-         "train_voxel_encoder": "voxel", "train_adapter_decoder": "adapters"}
+         "train_voxel_encoder": "voxel", "train_adapter_decoder": "adapters",
+         "ElectrodeAttentionClassifier": "electrode", "ElectrodeTrials": "electrode"}
 
 __all__ = ["FAMILIES", *_LAZY]
 
