@@ -809,10 +809,6 @@ def _decode_problems(config: dict, subjects: dict[str, SubjectSpec], path: Path)
         have = sorted({s.modality for s in subjects.values()})
         problems.append(f"{where}: key 'decode.modalities': {decode['modalities']} has no "
                         f"subject in this study (its subjects are {', '.join(have)})")
-    mha = decode["electrode_mha"]
-    if mha["d_model"] % mha["n_heads"]:
-        problems.append(f"{where}: key 'decode.electrode_mha.n_heads': {mha['n_heads']} heads "
-                        f"do not divide d_model {mha['d_model']}")
     classes = decode["classes"]
     if classes is not None and len(classes) > 2:
         binary = [m for m in decode["models"] if m in _BINARY_MODELS]
