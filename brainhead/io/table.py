@@ -6,6 +6,7 @@ their metadata, and one or more *views* of the same responses:
 ``stimulus``  X[sample, target]          one row per trial or stimulus
 ``bands``     X[sample, target, band]    band differential entropy per trial
 ``timeseries`` X[time, target]           continuous signal, with stimulus onsets
+``epochs``    X[sample, target, time]    each row's signal (decoding's raw-signal models)
 
 Every reader and preprocessing step returns through :meth:`ResponseTable.validate`,
 so everything downstream can trust the shapes and the absence of NaNs.
@@ -22,12 +23,14 @@ VIEW_AXES = {
     "stimulus": ("sample", "target"),
     "bands": ("sample", "target", "band"),
     "timeseries": ("time", "target"),
+    "epochs": ("sample", "target", "time"),
 }
 #: Per-row arrays each view must carry.
 VIEW_ROWS = {
     "stimulus": ("stim_id", "group"),
     "bands": ("stim_id", "group"),
     "timeseries": ("time", "group"),
+    "epochs": ("stim_id", "group"),
 }
 TARGET_KINDS = ("voxel", "channel", "electrode", "band", "parcel")
 MODALITIES = ("eeg", "seeg", "fmri")
