@@ -397,23 +397,61 @@ def _select_events(raw, run, spec, params):
     return events, conds, stims
 
 
+def _run_setting(params: dict, key: str, run):
+    """A ``run_labels``/``run_segments`` entry of a run: by its label, else its file name."""
+    table = params.get(key) or {}
+    for name in (str(run.label), Path(run.path).name):
+        if name in table:
+            return table[name]
+    return None
+
+
+def run_segment(params: dict, run, duration: float, where: str) -> tuple[float, float]:
+    """The ``[start, stop]`` (s from the run's start) cut into fixed-length windows.
+
+    ``run_segments`` gives it per run (negative times count from the end, a null stop is
+    the end); without an entry the whole run. Raises :class:`RecordingError` naming the
+    key when the segment is empty or outside the recording of ``duration`` s.
+    """
+    segment = _run_setting(params, "run_segments", run)
+    if segment is None:
+        return 0.0, duration
+    start, stop = segment
+    t0 = start + duration if start < 0 else start
+    t1 = duration if stop is None else (stop + duration if stop < 0 else stop)
+    if not 0 <= t0 < t1 <= duration + 1e-9 or t1 - t0 < params["fixed_length"]:
+        raise RecordingError(
+            f"{where}key 'preprocess.run_segments.{run.label}': {list(segment)} is "
+            f"{t0:g} to {t1:g} s of a {duration:g} s recording; it must lie inside it and "
+            f"hold one window of preprocess.fixed_length {params['fixed_length']:g} s")
+    return t0, min(t1, duration)
+
+
 def _epochs_of_run(raw, run, spec, params):
     import mne
 
     reject = None if params["reject_uv"] is None else {"eeg": params["reject_uv"] * 1e-6}
+    sfreq = raw.info["sfreq"]
     if params["epoching"] == "fixed":
-        epochs = mne.make_fixed_length_epochs(raw, duration=params["fixed_length"],
-                                              preload=True, verbose="error")
-        n = len(epochs)
-        with mne.utils.use_log_level("error"):
-            epochs.metadata = pd.DataFrame({"condition": ["fixed"] * n,
-                                            "stim_id": [f"run{run.label}-{k:04d}"
-                                                        for k in range(n)],
-                                            "group": [run.label] * n})
+        length = params["fixed_length"]
+        t0, t1 = run_segment(params, run, raw.n_times / sfreq, f"{_where(spec, run.path)}: ")
+        events = mne.make_fixed_length_events(raw, start=t0, stop=t1, duration=length,
+                                              first_samp=True)
+        n = len(events)
+        label = _run_setting(params, "run_labels", run) or "fixed"
+        onset = (events[:, 0] - raw.first_samp) / sfreq
+        meta = pd.DataFrame({"condition": [label] * n,
+                             "stim_id": [f"run{run.label}-{k:04d}" for k in range(n)],
+                             "group": [run.label] * n, "t_start": onset,
+                             "t_stop": onset + length})
+        epochs = mne.Epochs(raw, events, event_id=None, tmin=0.0, tmax=length - 1.0 / sfreq,
+                            baseline=None, metadata=meta, preload=True, verbose="error")
         epochs.drop_bad(reject=reject, verbose="error")
         return epochs, n
     events, conds, stims = _select_events(raw, run, spec, params)
-    meta = pd.DataFrame({"condition": conds, "stim_id": stims, "group": run.label})
+    onset = (events[:, 0] - raw.first_samp) / sfreq
+    meta = pd.DataFrame({"condition": conds, "stim_id": stims, "group": run.label,
+                         "t_start": onset + params["tmin"], "t_stop": onset + params["tmax"]})
     baseline = tuple(params["baseline"]) if params["baseline"] else None
     epochs = mne.Epochs(raw, events, event_id=None, tmin=params["tmin"], tmax=params["tmax"],
                         baseline=baseline, metadata=meta, reject=reject, preload=True,
@@ -429,7 +467,7 @@ _PARAM_DEFAULTS = {
     "epoching": "events", "fixed_length": 2.0, "event_id": None, "de_baseline": None,
     "reject_uv": None, "notch": [], "l_freq": None, "h_freq": None,
     "rename_channels": {}, "strip_prefix": None, "strip_suffix": None,
-    "sfreq_tolerance_hz": 0.0, "drop_nonfinite": False,
+    "sfreq_tolerance_hz": 0.0, "drop_nonfinite": False, "run_labels": {}, "run_segments": {},
 }
 
 
@@ -497,7 +535,8 @@ def eeg_epochs(spec, runs, *, seed: int = 0) -> tuple:
     return epochs, info
 
 
-def preprocess_eeg(spec, runs, *, seed: int = 0) -> ResponseTable:
+def preprocess_eeg(spec, runs, *, seed: int = 0, epochs_sfreq: float | None = None
+                   ) -> ResponseTable:
     """Preprocess a subject's continuous EEG runs into a response table.
 
     Parameters
@@ -507,12 +546,16 @@ def preprocess_eeg(spec, runs, *, seed: int = 0) -> ResponseTable:
         Preloaded recordings with annotations ``<condition>[/<stim_id>]``.
     seed : int
         Seed of the ICA.
+    epochs_sfreq : float | None
+        Also write the ``epochs`` view (the cleaned epochs resampled to this rate), which
+        decoding's raw-signal models read; None writes none.
 
     Returns
     -------
     table : ResponseTable
-        Views ``stimulus`` and ``bands``; ``y`` holds the trial condition, ``group`` the
-        run. Info: ``n_epochs_kept``, ``n_epochs_rejected`` (also per run), ``bads``,
+        Views ``stimulus`` and ``bands`` (and ``epochs``); ``y`` holds the trial
+        condition (or the window's ``run_labels`` entry), ``group`` the run, ``t_start``
+        and ``t_stop`` each row's span in its run (s). Info: ``n_epochs_kept``, ``n_epochs_rejected`` (also per run), ``bads``,
         ``ica_excluded``, ``sfreq``, ``runs``.
 
     Raises
@@ -527,17 +570,21 @@ def preprocess_eeg(spec, runs, *, seed: int = 0) -> ResponseTable:
                                            where=f"{_where(spec, runs[0].path)}: ")
     coords, regions = channel_meta(runs[0].raw, runs[0])
     names = np.asarray(epochs.ch_names)
+    views = {"stimulus": stim_view, "bands": band_view}
+    if epochs_sfreq:
+        views["epochs"] = epochs_view(epochs, stim_view.rows, epochs_sfreq)
     return ResponseTable(
         subject=spec.subject, modality="eeg",
         targets=Targets(name=names, kind=["channel"] * len(names), coords=coords,
                         region=regions),
-        views={"stimulus": stim_view, "bands": band_view},
+        views=views,
         info=info,
     ).validate()
 
 
 # --------------------------------------------------------------------------- epochs
-def preprocess_eeg_epochs(spec, epochs, *, seed: int = 0) -> ResponseTable:
+def preprocess_eeg_epochs(spec, epochs, *, seed: int = 0,
+                          epochs_sfreq: float | None = None) -> ResponseTable:
     """Preprocess already-epoched EEG (DEAP, SEED, DREAMER) into a response table.
 
     The steps of :func:`clean_raw` that apply to epochs, in the same order, then
@@ -635,11 +682,14 @@ def preprocess_eeg_epochs(spec, epochs, *, seed: int = 0) -> ResponseTable:
                 coords[i] = np.asarray(pos[name]) * 1000.0
     logger.info("sub-%s: %d epochs kept, %d rejected", spec.subject, len(epochs),
                 n_total - len(epochs))
+    views = {"stimulus": stim_view, "bands": band_view}
+    if epochs_sfreq:
+        views["epochs"] = epochs_view(epochs, stim_view.rows, epochs_sfreq)
     return ResponseTable(
         subject=spec.subject, modality="eeg",
         targets=Targets(name=names, kind=["channel"] * len(names), coords=coords,
                         region=[""] * len(names)),
-        views={"stimulus": stim_view, "bands": band_view},
+        views=views,
         info={"n_epochs_kept": len(epochs), "n_epochs_rejected": n_total - len(epochs),
               "bads": bads, "ica_excluded": ica_excluded, "sfreq": epochs.info["sfreq"],
               "n_nonfinite_channels": len(bads.get("nan", [])),
@@ -648,6 +698,20 @@ def preprocess_eeg_epochs(spec, epochs, *, seed: int = 0) -> ResponseTable:
 
 
 # --------------------------------------------------------------------------- views
+def epochs_view(epochs, rows: dict, sfreq: float) -> View:
+    """The ``epochs`` view: each row's signal (microvolts) resampled to ``sfreq``.
+
+    What decoding's raw-signal models read (CSP, tangent space, shallow ConvNet).
+    ``rows`` are those of the other views (the same epochs in the same order).
+    """
+    data = epochs.copy()
+    if abs(data.info["sfreq"] - sfreq) > 1e-6:
+        data.resample(sfreq, verbose="error")
+    return View(X=(data.get_data(copy=False) * 1e6).astype(np.float32),
+                rows={k: np.asarray(v) for k, v in rows.items()},
+                labels={"time": np.asarray(data.times, dtype=float)})
+
+
 def differential_entropy(data: np.ndarray, axis: int = -1) -> np.ndarray:
     """Differential entropy of a Gaussian with the signal's variance: 0.5 log(2 pi e var)."""
     var = np.maximum(data.var(axis=axis), np.finfo(float).tiny)
@@ -686,6 +750,9 @@ def epochs_to_views(epochs, run_labels, params: dict, *,
     stim_ids = np.asarray(epochs.metadata["stim_id"], dtype=str)
     rows = {"stim_id": stim_ids, "group": np.asarray(run_labels, dtype=str),
             "y": np.asarray(epochs.metadata["condition"], dtype=str)}
+    for key in ("t_start", "t_stop"):  # each row's span in its run (continuous recordings)
+        if key in epochs.metadata.columns:
+            rows[key] = epochs.metadata[key].to_numpy(float)
     t0, t1 = _window_in(epochs, params["window"], "window", where)
     window = epochs.copy().crop(t0, t1).get_data(copy=False).mean(-1) * 1e6  # microvolts
     post = max(0.0, epochs.tmin)
