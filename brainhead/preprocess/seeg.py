@@ -340,7 +340,7 @@ def high_gamma_envelope(raw, params: dict, *, subject: str | None = None, path=N
     return raw, pairs
 
 
-def preprocess_seeg(spec, runs) -> ResponseTable:
+def preprocess_seeg(spec, runs, *, epochs_sfreq: float | None = None) -> ResponseTable:
     """Preprocess a subject's sEEG/ECoG runs into a response table.
 
     Parameters
@@ -348,11 +348,14 @@ def preprocess_seeg(spec, runs) -> ResponseTable:
     spec : brainhead.specs.SubjectSpec
         ``spec.preprocess`` holds the ``seeg`` keys of the study schema.
     runs : list of brainhead.preprocess._common.Run
+    epochs_sfreq : float | None
+        Also write the ``epochs`` view (the high-gamma envelope epochs at this rate) that
+        decoding's raw-signal models read; None writes none.
 
     Returns
     -------
     table : ResponseTable
-        Views ``stimulus`` (trial × contact; when ``epochs`` is true) and
+        Views ``stimulus`` (trial × contact; when ``epochs`` is true), ``epochs`` and
         ``timeseries`` (time × contact, envelope at ``timeseries_sfreq``).
     """
     import mne
@@ -427,6 +430,10 @@ def preprocess_seeg(spec, runs) -> ResponseTable:
                   "group": np.asarray(run_of_epoch, dtype=str),
                   "y": np.asarray(epochs.metadata["condition"], dtype=str)})
         n_epochs = len(epochs)
+        if epochs_sfreq:
+            from .eeg import epochs_view
+
+            views["epochs"] = epochs_view(epochs, views["stimulus"].rows, epochs_sfreq)
     names = contacts.names
     logger.info("sub-%s: %d contacts (%s reference), %d epochs", spec.subject, len(names),
                 params.get("reference", "average"), n_epochs)
@@ -434,7 +441,7 @@ def preprocess_seeg(spec, runs) -> ResponseTable:
         subject=spec.subject, modality="seeg",
         targets=Targets(name=names, kind=["electrode"] * len(names), coords=contacts.coords,
                         region=contacts.regions),
-        views={k: views[k] for k in ("stimulus", "timeseries") if k in views},
+        views={k: views[k] for k in ("stimulus", "timeseries", "epochs") if k in views},
         info={"n_epochs": n_epochs, "runs": [r.label for r in runs],
               "high_gamma": params["high_gamma"], "reference": params.get("reference", "average"),
               "coord_frame": contacts.coord_frame},
