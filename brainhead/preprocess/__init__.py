@@ -38,19 +38,30 @@ def run_preprocessing(study, subject: str, results_dir: str | Path) -> ResponseT
     spec = study.subjects[subject]
     source = spec.source if isinstance(spec.source, str) else sorted(spec.source)
     logger.info("sub-%s (%s): preprocessing, source %s", subject, spec.modality, source)
+    epochs_sfreq = decode_epochs_sfreq(study.config, spec.modality)
     if isinstance(spec.source, dict) and "dataset" in spec.source:
-        return _from_dataset(spec, seed=study.seed)
+        return _from_dataset(spec, seed=study.seed, epochs_sfreq=epochs_sfreq)
     bids_root = bids_root_of(spec, study.root, Path(results_dir))
     if spec.modality == "fmri":
         return _fmri(spec, bids_root)
     datatype = "eeg" if spec.modality == "eeg" else "ieeg"
     runs = load_runs(spec, bids_root, datatype)
     if spec.modality == "eeg":
-        return preprocess_eeg(spec, runs, seed=study.seed)
-    return preprocess_seeg(spec, runs)
+        return preprocess_eeg(spec, runs, seed=study.seed, epochs_sfreq=epochs_sfreq)
+    return preprocess_seeg(spec, runs, epochs_sfreq=epochs_sfreq)
 
 
-def _from_dataset(spec, seed: int = 0) -> ResponseTable:
+def decode_epochs_sfreq(config: dict, modality: str) -> float | None:
+    """Rate of the ``epochs`` view when the study decodes this modality with a model that
+    reads raw signals (``decode.models``), else None (no such view is written)."""
+    decode = config.get("decode")
+    if not decode or modality not in decode.get("modalities", ()):
+        return None
+    raw_models = {"csp_lda", "tangent_lr", "logvar_lda", "shallow_convnet"}
+    return decode.get("epochs_sfreq") if raw_models & set(decode.get("models", ())) else None
+
+
+def _from_dataset(spec, seed: int = 0, epochs_sfreq: float | None = None) -> ResponseTable:
     """Preprocess a subject read by a dataset adapter (see :mod:`brainhead.io.datasets`)."""
     import mne
 
@@ -66,10 +77,10 @@ def _from_dataset(spec, seed: int = 0) -> ResponseTable:
     if isinstance(data, mne.BaseEpochs):
         from .eeg import preprocess_eeg_epochs
 
-        return preprocess_eeg_epochs(spec, data, seed=seed)
+        return preprocess_eeg_epochs(spec, data, seed=seed, epochs_sfreq=epochs_sfreq)
     if spec.modality == "eeg":
-        return preprocess_eeg(spec, data, seed=seed)
-    return preprocess_seeg(spec, data)
+        return preprocess_eeg(spec, data, seed=seed, epochs_sfreq=epochs_sfreq)
+    return preprocess_seeg(spec, data, epochs_sfreq=epochs_sfreq)
 
 
 def _fmri(spec, bids_root) -> ResponseTable:
