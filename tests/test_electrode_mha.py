@@ -8,10 +8,19 @@ Simulated trials with a planted electrode group carry the class signal:
   sphere carry the class signal in one band; a held-out subject's contacts were never
   seen in training.
 
-Training runs are tiny (d_model 16-32, 1 block, <= 30 epochs, one torch thread).
+Training runs are tiny (d_model 16-32, 1 block, <= 30 epochs, one torch thread). The
+kill test runs a fit in a child process: this file is also the script that it runs
+(``python tests/test_electrode_mha.py ROOT``, see :func:`fit_in`).
 """
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -133,7 +142,7 @@ def test_padding_is_masked_and_shapes_follow_electrode_counts():
 def test_trials_pad_to_the_largest_montage():
     from brainhead.train.electrode import ElectrodeTrials
 
-    trials, y = simulate_eeg(n_trials=10, n_chans=8, drop={1: (2, 5)})
+    trials, _y = simulate_eeg(n_trials=10, n_chans=8, drop={1: (2, 5)})
     assert trials.X.shape == (30, 8, 5) and trials.X.dtype == np.float32
     assert trials.mask[:10].all() and trials.mask[10:20].sum(1).tolist() == [6] * 10
     assert (trials.names[10, 6:] == "").all() and (trials.X[10:20, 6:] == 0).all()
@@ -164,7 +173,7 @@ def test_fit_predict_eeg_leave_one_subject_out_and_attention_on_planted_group():
     proba = clf.predict_proba(trials.take(test))
     assert proba.shape == (len(test), 2) and np.allclose(proba.sum(1), 1)
     acc = float(np.mean(clf.predict(trials.take(test)) == y[test]))
-    p = binomtest(int(round(acc * len(test))), len(test), 0.5, alternative="greater").pvalue
+    p = binomtest(round(acc * len(test)), len(test), 0.5, alternative="greater").pvalue
     assert acc > 0.75 and p < 1e-3, (acc, p)
     assert clf.run_info_["dir"] is None and clf.n_params > 0
 
@@ -177,3 +186,210 @@ def test_fit_predict_eeg_leave_one_subject_out_and_attention_on_planted_group():
     received = maps["maps"].mean(axis=(0, 1))  # mean attention that each key receives
     planted = np.isin(names, [f"E{i:02d}" for i in PLANTED_EEG])
     assert received[planted].min() > received[~planted].max(), received
+
+
+def test_coordinates_embed_an_unseen_subjects_contacts():
+    """sEEG: trained on three subjects, tested on a fourth whose contacts sit at
+    coordinates never seen in training; above chance (binomial test) and far above the
+    same model trained on shuffled labels (the permutation control). The attention that
+    contacts receive is larger inside the planted sphere than outside it."""
+    from scipy.stats import binomtest
+
+    from brainhead.train.electrode import ElectrodeAttentionClassifier
+
+    trials, y, planted = simulate_seeg()
+    fit, val, test = _split(trials, "p3")
+    held = trials.take(test)
+    assert not np.isin(np.round(held.coords[held.mask], 6),
+                       np.round(trials.take(fit).coords[trials.take(fit).mask], 6)).all(1).any()
+    clf = ElectrodeAttentionClassifier(**SMALL).fit(trials.take(fit), y[fit],
+                                                    val=(trials.take(val), y[val]))
+    assert clf.identity_ == "coords" and clf.vocabulary_ is None
+    acc = float(np.mean(clf.predict(held) == y[test]))
+    p = binomtest(round(acc * len(test)), len(test), 0.5, alternative="greater").pvalue
+    shuffled = np.random.default_rng(1).permutation(y[fit])
+    null = ElectrodeAttentionClassifier(**SMALL).fit(trials.take(fit), shuffled,
+                                                     val=(trials.take(val), y[val]))
+    null_acc = float(np.mean(null.predict(held) == y[test]))
+    assert acc > 0.75 and p < 1e-4 and acc > null_acc + 0.2, (acc, p, null_acc)
+
+    maps = clf.attention_maps(held, y[test])
+    n = int(held.mask[0].sum())
+    assert maps["maps"].shape == (2, n, n) and maps["coords"].shape == (n, 3)
+    assert maps["names"][0] == "p3:c0"  # contacts are keyed by subject
+    assert np.allclose(maps["coords"], held.coords[0, :n])
+    received = maps["maps"].mean(axis=(0, 1))
+    inside = planted[test[0], :n]
+    assert received[inside].mean() > 2 * received[~inside].mean(), (received, inside)
+
+
+def test_same_seed_same_probabilities_other_seed_differs():
+    from brainhead.train.electrode import ElectrodeAttentionClassifier
+
+    trials, y = simulate_eeg(n_subjects=2, n_trials=60, n_chans=12)
+    settings = {**SMALL, "dropout": 0.1, "max_epochs": 4}
+    fit, val, test = _split(trials, "s1", n_val=20)
+
+    def proba(seed):
+        clf = ElectrodeAttentionClassifier(**settings, seed=seed)
+        clf.fit(trials.take(fit), y[fit], val=(trials.take(val), y[val]))
+        return clf.predict_proba(trials.take(test))
+
+    first = proba(0)
+    assert np.array_equal(first, proba(0))
+    assert not np.allclose(first, proba(1))
+
+
+def test_names_share_embeddings_across_subjects():
+    """One vocabulary entry per channel name whatever the subject; a trial is read by
+    its channel names, not by positions: permuting a subject's channels (names along)
+    leaves every probability as it is; an unknown name gets the zero embedding."""
+    import torch
+
+    from brainhead.train.electrode import ElectrodeAttentionClassifier, ElectrodeTrials
+
+    trials, y = simulate_eeg(n_subjects=2, n_trials=40, n_chans=10, drop={1: (3,)})
+    clf = ElectrodeAttentionClassifier(**{**SMALL, "max_epochs": 2}).fit(trials, y)
+    assert clf.run_info_["epochs"] == 2  # no validation: a fixed number of epochs
+    assert sorted(clf.vocabulary_) == [f"E{i:02d}" for i in range(10)]
+    assert clf.net_.name_embedding.num_embeddings == 11
+    ids = clf._tensors(trials)["ids"].numpy()
+    for name in ("E00", "E05", "E09"):
+        at = trials.names == name
+        assert len(np.unique(ids[at])) == 1  # both subjects, one embedding
+    s1 = trials.take(trials.subject == "s1")
+    order = np.random.default_rng(0).permutation(9)
+    moved = ElectrodeTrials.from_arrays([("s1", s1.X[:, order], s1.names[0, order], None)])
+    assert moved.X.shape[1] == 9 and s1.X.shape[1] == 10  # s1 alone is not padded
+    assert np.allclose(clf.predict_proba(moved), clf.predict_proba(s1), atol=1e-6)
+    renamed = ElectrodeTrials.from_arrays([("s9", s1.X[:, :9],
+                                            ["ZZ"] + list(s1.names[0, 1:9]), None)])
+    assert clf._tensors(renamed)["ids"][0, 0] == 0
+    assert torch.count_nonzero(clf.net_.name_embedding.weight[0]) == 0
+
+
+def test_braindecode_style_construction_from_chs_info():
+    """``ElectrodeMHA(n_chans, n_outputs, n_times, chs_info=..., sfreq=...)`` as
+    braindecode models are built; forward takes a plain (batch, n_chans, n_bands) tensor."""
+    import mne
+    import torch
+
+    from encoders.electrode_mha import ElectrodeMHA
+
+    info = mne.create_info(["C3", "Cz", "C4", "Pz"], 160.0, "eeg")
+    x = torch.randn(3, 4, 5)
+    named = ElectrodeMHA(n_outputs=2, n_bands=5, chs_info=info["chs"], d_model=16,
+                         n_blocks=1, n_heads=2, sfreq=160.0, n_times=640)
+    assert named.identity == "name" and named.n_chans == 4 and named.n_names == 5
+    assert named(x).shape == (3, 2) and named.final_layer.out_features == 2
+    info.set_montage("standard_1020")
+    placed = ElectrodeMHA(4, 3, None, n_bands=5, chs_info=info["chs"], d_model=16,
+                          n_blocks=1, n_heads=2)
+    assert placed.identity == "coords"
+    assert torch.allclose(placed.montage_coords[0],
+                          torch.tensor(info["chs"][0]["loc"][:3], dtype=torch.float32))
+    logits, attn = placed(x, return_attention=True)
+    assert logits.shape == (3, 3) and attn[0].shape == (3, 2, 4, 4)
+    with pytest.raises(ValueError, match="n_chans=5 but chs_info describes 4"):
+        ElectrodeMHA(5, 2, n_bands=5, chs_info=info["chs"])
+    with pytest.raises(ValueError, match="montage has 4 channels, x has 6"):
+        placed(torch.randn(1, 6, 5))
+    with pytest.raises(ValueError, match="forward needs `ids`"):
+        ElectrodeMHA(n_outputs=2, n_bands=5, n_names=4)(x)
+
+
+# ---------------------------------------------------------------------------- kill & resume
+HOLD = "hold.json"
+KILL_SETTINGS = {**SMALL, "dropout": 0.1, "max_epochs": 6, "patience": 100}
+
+
+def kill_data():
+    trials, y = simulate_eeg(n_subjects=2, n_trials=60, n_chans=12)
+    fit, val, test = _split(trials, "s1", n_val=20)
+    return trials.take(fit), y[fit], (trials.take(val), y[val]), trials.take(test)
+
+
+def fit_in(root: Path, run_dir: Path) -> dict:
+    """Fit :func:`kill_data` with ``run_dir``; save the test probabilities in ``root``.
+
+    ``root/hold.json`` (``{"pause_epoch": k}``) makes training wait, to be killed, at the
+    start of epoch ``k`` (after the checkpoint of epoch ``k - 1``).
+    """
+    import torch
+
+    from brainhead.train import electrode
+
+    hold = json.loads((root / HOLD).read_text()) if (root / HOLD).is_file() else {}
+    base = electrode._module_class()
+
+    class Pausing(base):
+        def on_train_epoch_start(self):
+            if self.current_epoch == hold.get("pause_epoch"):
+                (root / "paused").write_text(str(self.current_epoch))
+                time.sleep(600)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    electrode._ElectrodeModule = Pausing
+    try:
+        fit, y, val, test = kill_data()
+        clf = electrode.ElectrodeAttentionClassifier(**KILL_SETTINGS, run_dir=run_dir)
+        clf.fit(fit, y, val=val)
+        np.save(root / "proba.npy", clf.predict_proba(test))
+    finally:
+        electrode._ElectrodeModule = base
+        torch.set_num_threads(threads)
+    return clf.run_info_
+
+
+@pytest.fixture(scope="module", autouse=True)
+def held_child(tmp_path_factory):
+    """A fit in a child process, started with the module (torch and Lightning load
+    while the other tests run); it waits at the start of epoch 3 to be killed."""
+    root = tmp_path_factory.mktemp("electrode_kill")
+    (root / HOLD).write_text(json.dumps({"pause_epoch": 3}))
+    env = {**os.environ, "BRAINHEAD_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    here = Path(__file__).resolve()
+    proc = subprocess.Popen([sys.executable, str(here), str(root)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, cwd=here.parents[1])
+    yield root, proc
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
+
+
+def test_sigkill_then_resume_equals_uninterrupted_and_checkpoints_are_weights_only(
+        held_child, tmp_path):
+    from test_train_resume import _kill, _wait_for
+
+    from brainhead.train.checkpoints import load_checkpoint
+
+    root, proc = held_child
+    _wait_for(root / "paused", proc)
+    _kill(proc)
+    (run,) = (root / "runs").iterdir()
+    assert run.name.startswith("electrode-") and not (run / "done.json").exists()
+    last = load_checkpoint(run / "checkpoints" / "last.ckpt")  # weights_only=True
+    assert last["epoch"] == 2
+    assert any(k.startswith("net.blocks.0.attn") for k in last["state_dict"])
+
+    resumed = fit_in(tmp_path, root / "runs")  # the same fit, in this process
+    assert resumed["resumed"] is True and resumed["epochs"] == KILL_SETTINGS["max_epochs"]
+    (tmp_path / "ref").mkdir()
+    reference = fit_in(tmp_path / "ref", tmp_path / "ref" / "runs")  # uninterrupted
+    assert reference["resumed"] is False
+    assert np.array_equal(np.load(tmp_path / "proba.npy"),
+                          np.load(tmp_path / "ref" / "proba.npy"))
+    assert ((run / "metrics.csv").read_bytes()
+            == (Path(reference["dir"]) / "metrics.csv").read_bytes())
+    best = load_checkpoint(run / "checkpoints" / "best.ckpt")
+    assert set(best["state_dict"]) == set(last["state_dict"])
+
+    again = fit_in(tmp_path / "ref", tmp_path / "ref" / "runs")  # complete: reused
+    assert again["reused"] is True
+    assert np.array_equal(np.load(tmp_path / "ref" / "proba.npy"),
+                          np.load(tmp_path / "proba.npy"))
+
+
+if __name__ == "__main__":
+    fit_in(Path(sys.argv[1]), Path(sys.argv[1]) / "runs")

@@ -434,7 +434,10 @@ class ElectrodeAttentionClassifier(ClassifierMixin, BaseEstimator):
         from ..io.store import spec_hash
         from .trainer import TrainConfig, epoch_seed, fit_run
 
+        # Lightning 2.6 calls a torch API that torch 2.13 deprecates, once per batch.
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        # without `val`, no validation loop is intended
+        warnings.filterwarnings("ignore", message=".*`validation_step` but have no `val_dataloader`.*")
         for attr in ("n_bands_", "identity_"):
             if hasattr(self, attr):
                 delattr(self, attr)
