@@ -17,6 +17,7 @@ of its activity on long white binary inputs) go to the result's ``units`` table.
 from __future__ import annotations
 
 import copy
+import itertools
 import time
 from collections.abc import Mapping
 from dataclasses import replace
@@ -314,3 +315,520 @@ def run_curriculum(task: str, kind: str, out_dir: str | Path, params: Mapping | 
     return {"task": task, "curriculum": kind, "n_reached": n_reached, "stages": stages,
             "units": units, "final_accuracy": final, "steps": steps,
             "settings": p, "seconds": round(time.perf_counter() - start, 2)}
+
+
+# ============================================================================ decoder
+# The memory decoder of neural streams: train family ``memory_rnn``.
+
+FAMILY = "memory_rnn"
+
+#: Defaults of the study's ``train.memory_rnn`` section.
+DECODER_DEFAULTS = {"n_lags": 4, "layer": None, "n_components": 8, "window_s": [0.0, 1.2],
+                    "bin_s": 0.2, "n_units": 32, "nonlinearity": "leaky_relu",
+                    "tau_init": 1.2, "epochs_per_stage": 4, "curricula": ["single", "multi"],
+                    "n_permutations": 200, "alpha": 0.05, "grad_clip": 1.0}
+
+
+class TrialSequences:
+    """One subject's trials as short sequences, in presentation order within each run.
+
+    Attributes
+    ----------
+    X : ndarray, shape (n_trials, n_bins, n_targets)
+        From the ``timeseries`` view: the signal from ``window_s[0]`` to ``window_s[1]``
+        after each event's onset, averaged in bins of ``bin_s``. A subject without that
+        view (EEG, whose preprocessing writes trial views) falls back to its
+        ``stimulus`` view, one bin per trial, rows ordered by ``t_start`` within a run.
+    stim_id, run : ndarray of str, shape (n_trials,)
+    source : str
+        The view read.
+    """
+
+    def __init__(self, subject, modality, X, stim_id, run, source):
+        self.subject, self.modality, self.source = subject, modality, source
+        self.X = np.asarray(X, dtype=np.float32)
+        self.stim_id, self.run = np.asarray(stim_id).astype(str), np.asarray(run).astype(str)
+
+    @classmethod
+    def from_table(cls, table, window_s=(0.0, 1.2), bin_s: float = 0.2) -> TrialSequences:
+        """Trials of a :class:`~brainhead.io.table.ResponseTable` (see the class doc)."""
+        where = f"sub-{table.subject} ({table.modality})"
+        if "timeseries" not in table.views:
+            view = table.view("stimulus")
+            rows = view.rows
+            start = rows.get("t_start", np.arange(len(view.X), dtype=float))
+            runs = np.asarray(rows["group"]).astype(str)
+            order = np.lexsort((np.arange(len(runs)), np.asarray(start, float), runs))
+            return cls(table.subject, table.modality, view.X[order][:, None, :],
+                       rows["stim_id"][order], runs[order], "stimulus")
+        view = table.views["timeseries"]
+        t0, t1 = (float(v) for v in window_s)
+        if not (t1 > t0 and bin_s > 0):
+            raise ValueError(f"{where}: train.memory_rnn.window_s={list(window_s)} must be "
+                             f"increasing and bin_s={bin_s} positive")
+        n_bins = max(1, round((t1 - t0) / bin_s))
+        time = np.asarray(view.rows["time"], float)
+        runs = np.asarray(view.rows["group"]).astype(str)
+        ev_onset = np.asarray(view.events["onset"], float)
+        ev_stim = np.asarray(view.events["stim_id"]).astype(str)
+        ev_run = np.asarray(view.events["group"]).astype(str)
+        X, keep = [], []
+        edges = t0 + (t1 - t0) * np.arange(n_bins + 1) / n_bins
+        for run in dict.fromkeys(runs.tolist()):
+            rows = np.flatnonzero(runs == run)
+            t = time[rows]
+            for e in np.flatnonzero(ev_run == run):
+                lo = np.searchsorted(t, ev_onset[e] + edges[:-1])
+                hi = np.searchsorted(t, ev_onset[e] + edges[1:])
+                if hi[-1] > len(t) - 1 or np.any(hi <= lo):
+                    continue  # the window runs past the recording, or a bin is empty
+                X.append(np.stack([view.X[rows[a:b]].mean(0) for a, b in zip(lo, hi)]))
+                keep.append(e)
+        if not keep:
+            raise ValueError(f"{where}: no event has a full window {list(window_s)} s of "
+                             f"samples (bins of {bin_s} s) in its run")
+        keep = np.asarray(keep)
+        order = np.lexsort((ev_onset[keep], ev_run[keep]))
+        keep = keep[order]
+        return cls(table.subject, table.modality, np.stack(X)[order], ev_stim[keep],
+                   ev_run[keep], "timeseries")
+
+    def lag_stimuli(self, n_lags: int) -> np.ndarray:
+        """Stimulus ``m`` trials back of every trial, (n_trials, n_lags); "" before the run."""
+        out = np.full((len(self.stim_id), n_lags), "", dtype=object)
+        for run in np.unique(self.run):
+            idx = np.flatnonzero(self.run == run)
+            for m in range(n_lags):
+                out[idx[m:], m] = self.stim_id[idx[: len(idx) - m]]
+        return out.astype(str)
+
+
+def memory_folds(runs: np.ndarray, stim_id: np.ndarray, seed: int
+                 ) -> list[tuple[str, set[str]]]:
+    """Outer folds: one test run each, and the stimuli tested in it.
+
+    A stimulus presented in several runs is tested in one of them only (drawn, seeded,
+    balancing the runs), and in that fold it is no training label at any lag: no stimulus
+    on both sides. When runs share no stimulus this is leave-one-run-out.
+    """
+    runs, stim_id = np.asarray(runs).astype(str), np.asarray(stim_id).astype(str)
+    names = sorted(set(runs.tolist()))
+    if len(names) < 2:
+        raise ValueError(f"the memory decoder leaves out whole runs and needs at least 2; "
+                         f"got {names}")
+    rng = np.random.default_rng(epoch_seed(seed, 0, "memory-folds"))
+    load = dict.fromkeys(names, 0)
+    tested = {r: set() for r in names}
+    for s in rng.permutation(sorted(set(stim_id.tolist()))):
+        where = sorted(set(runs[stim_id == s].tolist()))
+        low = min(load[r] for r in where)
+        r = where[int(rng.choice([i for i, x in enumerate(where) if load[x] == low]))]
+        tested[r].add(str(s))
+        load[r] += 1
+    return [(r, tested[r]) for r in names]
+
+
+class _TrialBatches(Dataset):
+    def __init__(self, X, Y, mask):
+        self.X, self.Y, self.mask = X, Y, mask
+
+    def __getitem__(self, rows):
+        rows = torch.as_tensor(rows)
+        return {"x": self.X[rows], "y": self.Y[rows], "mask": self.mask[rows]}
+
+
+class _ShuffledRows(Sampler):
+    """Batches of row indices, shuffled from (seed, epoch); in order when ``shuffle`` is off."""
+
+    def __init__(self, rows, batch_size, seed, shuffle, min_batches=1):
+        self.rows, self.batch_size = np.asarray(rows), int(batch_size)
+        self.seed, self.shuffle, self.min_batches, self.epoch = seed, shuffle, min_batches, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = int(epoch)
+
+    def _plan(self):
+        rng = np.random.default_rng(epoch_seed(self.seed, self.epoch, "rows"))
+        plan = []
+        while not plan or (self.shuffle and len(plan) < self.min_batches):
+            rows = rng.permutation(self.rows) if self.shuffle else self.rows
+            plan += [rows[i:i + self.batch_size].tolist()
+                     for i in range(0, len(rows), self.batch_size)]
+        return plan
+
+    def __iter__(self):
+        yield from self._plan()
+
+    def __len__(self):
+        return len(self._plan())
+
+
+class StreamMemoryModule(pl.LightningModule):
+    """MSE of the trained heads' read-outs of the stimulus features ``lag`` trials back.
+
+    Batches: ``x`` (B, n_bins, n_targets) the trial's signal (the state starts at zero
+    every trial, so anything about an earlier stimulus comes from this trial's signal),
+    ``y`` (B, n_lags, D) the features of the stimulus at each lag, ``mask`` (B, n_lags)
+    which labels count (before the run's start, test or validation stimuli: not).
+
+    Parameters
+    ----------
+    net : encoders.memory_rnn.MemoryRNN
+    heads : dict of str to int
+        Trained heads: name -> lag it reads.
+    """
+
+    def __init__(self, net, heads: Mapping[str, int], *, lr: float = 3e-3,
+                 weight_decay: float = 1e-4, grad_clip: float = 1.0):
+        super().__init__()
+        self.net, self.heads = net, dict(heads)
+        self.lr, self.weight_decay, self.grad_clip = float(lr), float(weight_decay), grad_clip
+
+    def _loss(self, batch):
+        out = self.net(batch["x"], list(self.heads), last=True)
+        total, count = 0.0, 0
+        for h, lag in self.heads.items():
+            m = batch["mask"][:, lag]
+            if m.any():
+                total = total + ((out[h][m] - batch["y"][m, lag]) ** 2).sum()
+                count += int(m.sum()) * out[h].shape[1]
+        return total / max(count, 1)
+
+    def training_step(self, batch, batch_idx):
+        loss = self._loss(batch)
+        if not torch.is_tensor(loss):  # no label of the trained lags in this batch
+            loss = sum(p.sum() * 0.0 for p in self.net.parameters())
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["x"]))
+        return loss
+
+    def on_before_optimizer_step(self, optimizer):
+        if self.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip)
+
+    def validation_step(self, batch, batch_idx):
+        loss = self._loss(batch)
+        loss = loss if torch.is_tensor(loss) else torch.tensor(float("nan"))
+        self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["x"]))
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+
+
+class MemoryDecoder:
+    """The memory-depth experiment of one subject (see :func:`train_memory_decoder`).
+
+    Parameters
+    ----------
+    seq : TrialSequences
+    features : ndarray, shape (n_stimuli, D)
+        The decoded feature of every stimulus (PCA components of a layer, standardised).
+    feature_ids : ndarray of str, shape (n_stimuli,)
+    out_dir : path-like
+        Runs go to ``out_dir/runs/<key>``.
+    params : dict
+        :data:`DECODER_DEFAULTS` with the study's ``train.memory_rnn`` overrides.
+    cfg : TrainConfig
+    """
+
+    def __init__(self, seq: TrialSequences, features: np.ndarray, feature_ids, out_dir,
+                 params: Mapping, cfg: TrainConfig):
+        self.seq, self.p, self.cfg = seq, {**DECODER_DEFAULTS, **params}, cfg
+        self.out_dir = Path(out_dir)
+        self.n_lags = int(self.p["n_lags"])
+        index = {s: i for i, s in enumerate(np.asarray(feature_ids).astype(str))}
+        missing = sorted(set(seq.stim_id.tolist()) - set(index))
+        if missing:
+            raise ValueError(f"sub-{seq.subject}: stimuli {missing[:5]} of the response table "
+                             f"have no features")
+        self.L = seq.lag_stimuli(self.n_lags)
+        self.valid = self.L != ""
+        D = features.shape[1]
+        self.Y = np.zeros((len(self.L), self.n_lags, D), np.float32)
+        self.Y[self.valid] = features[[index[s] for s in self.L[self.valid]]]
+        self.folds = memory_folds(seq.run, seq.stim_id, cfg.seed)
+        self.identity = spec_hash({"subject": seq.subject, "X": _crc(seq.X), "Y": _crc(self.Y),
+                                   "L": _crc(self.L.astype("U")), "params": self.p,
+                                   "cfg": {k: v for k, v in vars(cfg).items()
+                                           if k not in ("progress", "device")}})
+        self.runs: list[dict] = []
+        self.units: list[dict] = []
+
+    def masks(self, fold: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(fit, val, test) label masks (n_trials, n_lags) of outer fold ``fold``."""
+        from ..splits import check_disjoint, validation_split
+
+        test_run, test_stims = self.folds[fold]
+        in_test = (self.seq.run == test_run)[:, None]
+        is_test_label = np.isin(self.L, sorted(test_stims))
+        test = in_test & is_test_label
+        train = ~in_test & self.valid & ~is_test_label
+        _, val_stims = validation_split(sorted(set(self.L[train].tolist())),
+                                        self.cfg.val_fraction,
+                                        epoch_seed(self.cfg.seed, 0, f"val:{fold}"))
+        is_val = np.isin(self.L, val_stims)
+        fit, val = train & ~is_val, train & is_val
+        where = f"{FAMILY} sub-{self.seq.subject} fold {fold}"
+        check_disjoint(self.L[fit], self.L[test], where=where)
+        check_disjoint(self.L[val], self.L[test], where=where)
+        check_disjoint(self.L[fit], self.L[val], where=where)
+        check_disjoint(self.seq.run[~in_test[:, 0]], [test_run], what="run", where=where)
+        return fit, val, test
+
+    def _loader(self, X, mask, heads, shuffle, key):
+        rows = np.flatnonzero(mask[:, sorted(set(heads.values()))].any(1))
+        data = _TrialBatches(X, torch.from_numpy(self.Y), torch.from_numpy(mask))
+        sampler = _ShuffledRows(rows, 32, epoch_seed(self.cfg.seed, 0, f"rows:{key}"), shuffle,
+                                min_batches=4 if shuffle else 1)
+        return DataLoader(data, sampler=sampler, batch_size=None, collate_fn=lambda b: b,
+                          generator=torch.Generator())
+
+    def curriculum(self, kind: str, fold: int, X: torch.Tensor, fit, val, test_rows
+                   ) -> np.ndarray:
+        """Train ``kind`` on fold ``fold``; predictions (n_test_rows, n_lags, D).
+
+        Stage ``m`` (lags ``0..n_lags - 1``): single-head trains its one head on lag
+        ``m`` only, and lag ``m`` is predicted at the end of the stage; multi-head adds
+        the head of lag ``m`` and trains every head, and all lags are predicted by the
+        final network.
+        """
+        from encoders.memory_rnn import MemoryRNN
+
+        p, D = self.p, self.Y.shape[2]
+        key = spec_hash({"identity": self.identity, "fold": fold, "kind": kind})
+        torch.manual_seed(epoch_seed(self.cfg.seed, 0, f"init:{key}"))
+        net = MemoryRNN(X.shape[2], int(p["n_units"]), heads={}, n_outputs=D,
+                        nonlinearity=p["nonlinearity"], tau_init=p["tau_init"])
+        if kind == "single":
+            net.add_head("lag")
+        pred = np.full((len(test_rows), self.n_lags, D), np.nan, np.float32)
+        stage_cfg = replace(self.cfg, max_epochs=int(p["epochs_per_stage"]),
+                            patience=int(p["epochs_per_stage"]) + 1, monitor="val_loss",
+                            monitor_mode="min")
+        for m in range(self.n_lags):
+            if kind == "single":
+                heads = {"lag": m}
+            else:
+                torch.manual_seed(epoch_seed(self.cfg.seed, 0, f"head:{key}:{m}"))
+                net.add_head(f"lag{m}")
+                heads = {f"lag{k}": k for k in range(m + 1)}
+            module = StreamMemoryModule(net, heads, lr=self.cfg.lr,
+                                        weight_decay=self.cfg.weight_decay,
+                                        grad_clip=p["grad_clip"])
+            stage = f"{key}-{m}"
+            info = fit_run(module, self._loader(X, fit, heads, True, stage),
+                           self._loader(X, val, heads, False, stage),
+                           self.out_dir / "runs" / stage, stage_cfg,
+                           name=f"{FAMILY} sub-{self.seq.subject} fold {fold} {kind} lag {m}")
+            self.runs.append({"run": f"sub-{self.seq.subject}/fold{fold}/{kind}/lag{m}",
+                              "dir": f"runs/{stage}", **info})
+            net.eval()
+            with torch.no_grad():
+                if kind == "single":
+                    pred[:, m] = net(X[test_rows], ["lag"], last=True)["lag"].numpy()
+                elif m == self.n_lags - 1:
+                    out = net(X[test_rows], list(heads), last=True)
+                    for h, lag in heads.items():
+                        pred[:, lag] = out[h].numpy()
+            net.train()
+        tau = net.tau.detach().numpy()
+        self.units += [{"subject": self.seq.subject, "curriculum": kind, "fold": fold,
+                        "unit": i, "tau": float(t)} for i, t in enumerate(tau)]
+        return pred
+
+    def run(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Held-out predictions of every curriculum, and the test-label mask.
+
+        Returns
+        -------
+        test : ndarray of bool, shape (n_trials, n_lags)
+        preds : dict of str to ndarray, shape (n_trials, n_lags, D)
+        """
+        X = self.seq.X
+        test_all = np.zeros_like(self.valid)
+        preds = {k: np.full(self.Y.shape, np.nan, np.float32) for k in self.p["curricula"]}
+        for fold, (test_run, _) in enumerate(self.folds):
+            fit, val, test = self.masks(fold)
+            train_rows = self.seq.run != test_run
+            mu = X[train_rows].mean(axis=(0, 1))
+            sd = X[train_rows].std(axis=(0, 1))
+            Xz = torch.from_numpy(((X - mu) / np.where(sd > 0, sd, 1.0)).astype(np.float32))
+            rows = np.flatnonzero(~train_rows)
+            for kind in self.p["curricula"]:
+                preds[kind][rows] = self.curriculum(kind, fold, Xz, fit, val, rows)
+            test_all |= test
+        return test_all, preds
+
+    def score(self, test: np.ndarray, preds: Mapping[str, np.ndarray]) -> list[dict]:
+        """Held-out r per curriculum and lag, with its circular-shift null.
+
+        ``r``: mean over feature components of the Pearson r between decoded and true
+        features over every test trial (all folds). Null: the true features circularly
+        shifted among the test trials of each run (by at least ``n_lags`` trials, so that
+        a shift never lands on another measured lag), ``n_permutations`` times, scored
+        the same way (FFT cross-correlations, :mod:`brainhead.align.timeseries`). ``p``:
+        the permutation p-value; ``null_low``/``null_high``: its 2.5 and 97.5 percentiles.
+        """
+        from ..align.scores import _zscore_cols
+        from ..align.timeseries import _circular_shift_blocks
+
+        n_perm = int(self.p["n_permutations"])
+        rows = []
+        for kind, pred in preds.items():
+            rng = np.random.default_rng(epoch_seed(self.cfg.seed, 0, f"null:{kind}"))
+            for m in range(self.n_lags):
+                idx = np.flatnonzero(test[:, m])
+                runs = self.seq.run[idx]
+                starts = np.flatnonzero(np.r_[True, runs[1:] != runs[:-1]])
+                segments = [slice(a, b) for a, b in zip(starts, np.r_[starts[1:], len(idx)])]
+                zp, zy = _zscore_cols(pred[idx, m]), _zscore_cols(self.Y[idx, m])
+                r = float(np.nanmean((zp * zy).sum(0))) if len(idx) > 2 else np.nan
+                lo = self.n_lags
+                segments = [s for s in segments if s.stop - s.start > 2 * lo]
+                row = {"subject": self.seq.subject, "curriculum": kind, "lag": m, "r": r,
+                       "n_trials": len(idx), "null_mean": np.nan, "null_low": np.nan,
+                       "null_high": np.nan, "p": np.nan}
+                if segments and np.isfinite(r):
+                    keep = np.concatenate([np.arange(s.start, s.stop) for s in segments])
+                    zp, zy = _zscore_cols(pred[idx[keep], m]), _zscore_cols(self.Y[idx[keep], m])
+                    bounds = np.cumsum([0] + [s.stop - s.start for s in segments])
+                    segs = [slice(a, b) for a, b in itertools.pairwise(bounds)]
+                    shifts = [rng.integers(lo, s.stop - s.start - lo + 1, n_perm) for s in segs]
+                    null = np.zeros((n_perm, zp.shape[1]))
+                    for cols, r_null in _circular_shift_blocks(np.nan_to_num(zp),
+                                                               np.nan_to_num(zy), segs, shifts):
+                        null[:, cols] = r_null
+                    null = null.mean(1)
+                    r = float(np.nanmean((zp * zy).sum(0)))
+                    row.update(r=r, n_trials=len(keep), null_mean=float(null.mean()),
+                               null_low=float(np.quantile(null, 0.025)),
+                               null_high=float(np.quantile(null, 0.975)),
+                               p=float((1 + (null >= r).sum()) / (1 + n_perm)))
+                rows.append(row)
+        return rows
+
+
+def memory_depth(curve: list[dict], alpha: float) -> int:
+    """Largest lag ``d`` such that every lag ``0..d`` has ``p < alpha`` (-1 if lag 0 fails)."""
+    depth = -1
+    for row in sorted(curve, key=lambda r: r["lag"]):
+        if not (row["p"] < alpha):
+            break
+        depth = row["lag"]
+    return depth
+
+
+def _crc(a: np.ndarray) -> int:
+    import zlib
+
+    return zlib.crc32(np.ascontiguousarray(a).tobytes())
+
+
+def stimulus_features(features: np.ndarray, layer: int | None, n_components: int | None
+                      ) -> np.ndarray:
+    """The decoded feature of every stimulus: ``layer``'s first principal components
+    (fitted on the stimuli's features, never on responses), each standardised.
+
+    Parameters
+    ----------
+    features : ndarray, shape (n_layers, n_stimuli, dim)
+    layer : int or None
+        None takes the middle layer (``n_layers // 2``).
+    """
+    from ..align.timeseries import reduce_features
+
+    n_layers = features.shape[0]
+    layer = n_layers // 2 if layer is None else int(layer)
+    if not 0 <= layer < n_layers:
+        raise ValueError(f"train.memory_rnn.layer={layer} is not one of the model's "
+                         f"{n_layers} layers (0..{n_layers - 1})")
+    F_ = reduce_features(np.asarray(features[layer], np.float64), n_components)
+    F_ = F_ - F_.mean(0)
+    sd = F_.std(0)
+    return (F_ / np.where(sd > 0, sd, 1.0)).astype(np.float32)
+
+
+def decode_subject(seq: TrialSequences, features: np.ndarray, feature_ids, out_dir,
+                   params: Mapping, cfg: TrainConfig) -> dict:
+    """Memory-depth curves of one subject: per curriculum and lag, held-out r and null.
+
+    Returns
+    -------
+    result : dict
+        ``curve`` (rows of :meth:`MemoryDecoder.score`), ``depth`` (curriculum -> depth),
+        ``units`` (tau of every unit per curriculum and fold), ``runs``.
+    """
+    exp = MemoryDecoder(seq, features, feature_ids, out_dir, params, cfg)
+    test, preds = exp.run()
+    curve = exp.score(test, preds)
+    depth = {kind: memory_depth([r for r in curve if r["curriculum"] == kind], exp.p["alpha"])
+             for kind in exp.p["curricula"]}
+    return {"curve": curve, "depth": depth, "units": exp.units, "runs": exp.runs}
+
+
+def train_memory_decoder(response_paths, features_path, out_dir, params: dict, *,
+                         seed: int = 0, model: str = "", transfer_subject=None) -> dict:
+    """Memory-depth curves of every subject of one modality (train family ``memory_rnn``).
+
+    Each subject's trials are read as short sequences (:class:`TrialSequences`); a
+    :class:`~encoders.memory_rnn.MemoryRNN` per subject, fold and curriculum reads out
+    the features (``train.memory_rnn``: PCA components of ``layer``) of the stimulus
+    presented 0..n_lags-1 trials back. Writes, in ``out_dir``
+    (``results/<study>/models/memory_rnn/<modality>``):
+
+    ``memory_depth.tsv``
+        subject, curriculum, lag, r (held out), null_mean/null_low/null_high (circular
+        shifts), p, n_trials.
+    ``depth.tsv``
+        Per subject and curriculum, the memory depth (largest lag with every lag up to
+        it significant at ``alpha``), the view read and the units' mean tau.
+    ``units.tsv``
+        Every unit's trained tau per subject, curriculum and fold.
+    ``summary.json``, ``runs/<key>/``
+        Settings, runs (:func:`fit_run` folders), seconds.
+
+    ``transfer_subject`` is accepted for the families' common signature and unused.
+    """
+    import json
+
+    import pandas as pd
+
+    from .._logging import progress
+    from ..features import read_features
+    from ..io.store import atomic_path, read_responses
+
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    cfg = TrainConfig.from_params(params, seed)
+    p = {**DECODER_DEFAULTS, **{k: v for k, v in params.get(FAMILY, {}).items()
+                                if k in DECODER_DEFAULTS}}
+    features, feature_ids, _ = read_features(features_path)
+    F_ = stimulus_features(features["trained"], p["layer"], p["n_components"])
+    tables = [read_responses(path) for path in response_paths]
+    seqs = [TrialSequences.from_table(t, p["window_s"], p["bin_s"]) for t in tables]
+    modality = sorted({s.modality for s in seqs})
+    curve, depth, units, runs = [], [], [], []
+    for seq in progress(seqs, desc=f"{FAMILY} {'/'.join(modality)}"):
+        res = decode_subject(seq, F_, feature_ids, out_dir, p, cfg)
+        curve += res["curve"]
+        units += res["units"]
+        runs += res["runs"]
+        for kind, d in res["depth"].items():
+            taus = [u["tau"] for u in res["units"] if u["curriculum"] == kind]
+            depth.append({"subject": seq.subject, "curriculum": kind, "depth": d,
+                          "n_lags": p["n_lags"], "view": seq.source,
+                          "n_trials": len(seq.stim_id), "tau_mean": float(np.mean(taus))})
+        logger.info("%s sub-%s (%s view): memory depth %s", FAMILY, seq.subject, seq.source,
+                    res["depth"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("memory_depth.tsv", curve), ("depth.tsv", depth), ("units.tsv", units)):
+        frame = pd.DataFrame(rows).assign(modality="/".join(modality), model=model)
+        with atomic_path(out_dir / name) as tmp:
+            frame.to_csv(tmp, sep="\t", index=False)
+    summary = {"family": FAMILY, "modality": "/".join(modality), "model": model,
+               "subjects": [s.subject for s in seqs], "depth": depth,
+               "settings": {**vars(cfg), FAMILY: p}, "runs": runs,
+               "seconds": round(time.perf_counter() - start, 2)}
+    with atomic_path(out_dir / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2, default=str))
+    return summary
