@@ -13,6 +13,9 @@
   the alignment folds, layer profiles, new-subject transfer, crowd effect).
 - :mod:`~brainhead.train.adapters`: subject adapters and a shared decoder (retrieval per
   layer with its controls, reset-tuning of a new subject).
+- :mod:`~brainhead.train.memory`: memory RNNs with learnable timescales: the paper's
+  curricula on N-parity and N-DMS (:mod:`~brainhead.train.tasks`), and memory-depth
+  curves of neural streams.
 - :mod:`~brainhead.train.electrode`: electrode multi-head attention as a scikit-learn
   classifier of trials of electrode tokens (the decoding stage's model).
 
@@ -25,13 +28,14 @@ DAG); torch and Lightning load with the first attribute that needs them.
 from importlib import import_module
 
 #: Model families that ``train.families`` may name.
-FAMILIES = ("voxel_xattn", "adapters")
+FAMILIES = ("voxel_xattn", "adapters", "memory_rnn")
 
 _LAZY = {"CheckpointError": "checkpoints", "SafeCheckpointIO": "checkpoints",
          "load_checkpoint": "checkpoints", "save_checkpoint": "checkpoints",
          "TrainConfig": "trainer", "epoch_seed": "trainer", "fit_run": "trainer",
          "resolve_device": "trainer", "train_family": "jobs",
          "train_voxel_encoder": "voxel", "train_adapter_decoder": "adapters",
+         "train_memory_decoder": "memory", "run_curriculum": "memory",
          "ElectrodeAttentionClassifier": "electrode", "ElectrodeTrials": "electrode"}
 
 __all__ = ["FAMILIES", *_LAZY]
