@@ -12,7 +12,8 @@ __all__ = ["OUTPUTS", "family_modalities", "train_family", "train_subjects"]
 #: Files that each family's job writes in ``results/<study>/models/<family>/<modality>/``.
 OUTPUTS = {"voxel_xattn": ("scores.tsv", "layer_profile.tsv", "transfer.tsv", "crowd.tsv",
                            "predictions.h5", "summary.json"),
-           "adapters": ("retrieval.tsv", "adaptation.tsv", "predictions.h5", "summary.json")}
+           "adapters": ("retrieval.tsv", "adaptation.tsv", "predictions.h5", "summary.json"),
+           "memory_rnn": ("memory_depth.tsv", "depth.tsv", "units.tsv", "summary.json")}
 
 
 def family_modalities(study, family: str) -> list[str]:
@@ -64,6 +65,8 @@ def train_family(family: str, study, modality: str, responses, features, out_dir
     with limit_threads(threads):
         if family == "voxel_xattn":
             from .voxel import train_voxel_encoder as train
+        elif family == "memory_rnn":
+            from .memory import train_memory_decoder as train
         else:
             from .adapters import train_adapter_decoder as train
 
