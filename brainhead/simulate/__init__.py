@@ -83,7 +83,7 @@ def simulate_study(study, out_dir: str | Path) -> dict:
                              dataset_type="raw", overwrite=True, verbose="error")
     writers = _writers()
     truth = {"study": study.name, "model": model["name"], "seed": study.seed,
-             "shared_rank": rank, "subjects": {}}
+             "shared_rank": rank, "memory": sim.get("memory") or {}, "subjects": {}}
     for index, spec in enumerate(progress(list(study.subjects.values()), desc="simulate")):
         if spec.source != "simulated":
             continue
@@ -93,8 +93,10 @@ def simulate_study(study, out_dir: str | Path) -> dict:
                              f"no regions planted for sub-{spec.subject} ({spec.modality})")
         rng = np.random.default_rng([study.seed, index])
         bases = shared_bases(features, planted, rank, study.seed, modality=spec.modality)
+        # the planted memory (simulate.memory) reaches the EEG/sEEG writers with the params
+        params = {**spec.simulate, "memory": sim.get("memory") or {}}
         info = writers[spec.modality](
-            tmp_root, spec.subject, stimuli, features, planted, spec.simulate,
+            tmp_root, spec.subject, stimuli, features, planted, params,
             sim["snr"][spec.modality], sim["n_runs"], rng, sim["n_repeats"],
             shared_bases=bases)
         truth["subjects"][spec.subject] = {"modality": spec.modality,
