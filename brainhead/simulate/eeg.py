@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .memory import planted_memory
 from .signals import (
     assign_regions,
     bandlimited_noise,
@@ -57,7 +58,8 @@ def simulate_eeg_subject(bids_root, subject, stimuli, features, planted, params,
     Each trial is a sentence. Channels of each region carry a response at 300-500 ms
     whose amplitude is a read-out of the region's planted layer; conditions raise alpha
     (posterior) or beta (anterior) power; 1/f background, 50 Hz line noise and blinks on
-    the frontal channels are added. With ``shared_bases`` (region -> basis of shape
+    the frontal channels are added. ``params["memory"]`` (``simulate.memory``) plants a
+    memory of the previous stimuli (:func:`~brainhead.simulate.memory.planted_memory`). With ``shared_bases`` (region -> basis of shape
     (dim, rank), see :func:`~brainhead.simulate.signals.shared_bases`) every channel
     reads out its region's subspace shared across subjects.
     """
@@ -82,9 +84,10 @@ def simulate_eeg_subject(bids_root, subject, stimuli, features, planted, params,
         for t_blink in rng.uniform(0, times[-1], int(times[-1] / 6)):
             data += 120.0 * np.outer(frontal, np.exp(-0.5 * ((times - t_blink) / 0.08) ** 2))
         erp = np.exp(-0.5 * ((np.arange(int(0.8 * sfreq)) / sfreq - 0.4) / 0.07) ** 2)
+        trials = planted_memory(responses, order, params.get("memory"))  # (n_trials, n_ch)
         for k, (stim, onset) in enumerate(zip(order, onsets)):
             s0 = int(round(onset * sfreq))
-            amp = 4.0 * snr * responses[stim]  # (n_ch,)
+            amp = 4.0 * snr * trials[k]  # (n_ch,)
             data[:, s0:s0 + erp.size] += np.outer(amp, erp)
             cond = stimuli["condition"].iloc[stim]
             if cond in CONDITION_BANDS:
@@ -146,9 +149,10 @@ def simulate_seeg_subject(bids_root, subject, stimuli, features, planted, params
         for h in (1, 2, 3):
             data += 3.0 * np.sin(2 * np.pi * LINE_FREQ * h * times + rng.uniform(0, 6.3, (n_ch, 1)))
         envelope = np.full((n_ch, n_times), 0.5)
-        for stim, onset in zip(order, onsets):
+        trials = planted_memory(responses, order, params.get("memory"))  # (n_trials, n_ch)
+        for k, onset in enumerate(onsets):
             s0 = int(round((onset + 0.05) * sfreq))
-            amp = np.clip(1.0 + 0.35 * snr * responses[stim], 0.05, None)
+            amp = np.clip(1.0 + 0.35 * snr * trials[k], 0.05, None)
             envelope[:, s0:s0 + win.size] += np.outer(amp, win)
         data += 6.0 * envelope * bandlimited_noise(n_times, n_ch, sfreq, (70.0, 150.0), rng)
         info = mne.create_info(names, sfreq, "seeg")
