@@ -64,7 +64,7 @@ def simulate_eeg(n_subjects: int = 3, n_trials: int = 120, n_chans: int = 32,
 
 
 def simulate_seeg(n_subjects: int = 4, n_trials: int = 100, n_bands: int = 5,
-                  effect: float = 0.8, seed: int = 0):
+                  effect: float = 1.0, seed: int = 0):
     """sEEG trials: 24-35 contacts per subject at random MNI positions (metres), a sixth
     of them placed in the planted sphere, where "task" raises band 4 and "rest" lowers
     it. Returns the trials, labels and a (n_trials, n_electrodes) bool: planted contact."""
@@ -191,8 +191,9 @@ def test_fit_predict_eeg_leave_one_subject_out_and_attention_on_planted_group():
 def test_coordinates_embed_an_unseen_subjects_contacts():
     """sEEG: trained on three subjects, tested on a fourth whose contacts sit at
     coordinates never seen in training; above chance (binomial test) and far above the
-    same model trained on shuffled labels (the permutation control). The attention that
-    contacts receive is larger inside the planted sphere than outside it."""
+    same model trained on shuffled labels (training and validation: the permutation
+    control). The attention that contacts receive is larger inside the planted sphere
+    than outside it."""
     from scipy.stats import binomtest
 
     from brainhead.train.electrode import ElectrodeAttentionClassifier
@@ -207,11 +208,12 @@ def test_coordinates_embed_an_unseen_subjects_contacts():
     assert clf.identity_ == "coords" and clf.vocabulary_ is None
     acc = float(np.mean(clf.predict(held) == y[test]))
     p = binomtest(round(acc * len(test)), len(test), 0.5, alternative="greater").pvalue
-    shuffled = np.random.default_rng(1).permutation(y[fit])
-    null = ElectrodeAttentionClassifier(**SMALL).fit(trials.take(fit), shuffled,
-                                                     val=(trials.take(val), y[val]))
+    rng = np.random.default_rng(1)  # the control learns from shuffled labels throughout
+    null = ElectrodeAttentionClassifier(**SMALL).fit(
+        trials.take(fit), rng.permutation(y[fit]),
+        val=(trials.take(val), rng.permutation(y[val])))
     null_acc = float(np.mean(null.predict(held) == y[test]))
-    assert acc > 0.75 and p < 1e-4 and acc > null_acc + 0.2, (acc, p, null_acc)
+    assert acc > 0.75 and p < 1e-4 and acc > null_acc + 0.25, (acc, p, null_acc)
 
     maps = clf.attention_maps(held, y[test])
     n = int(held.mask[0].sum())
