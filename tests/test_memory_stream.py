@@ -141,8 +141,9 @@ def test_planted_depth_is_recovered(tmp_path):
         if row["lag"] <= 2:
             assert row["r"] > row["null_high"] and row["p"] < 0.01
     assert len({u["tau"] for u in res["units"]}) > 1 and min(u["tau"] for u in res["units"]) >= 1
-    # the folds are whole runs: 3 folds x (4 single-head + 4 multi-head stages)
-    assert len(res["runs"]) == 3 * 8 and len(list(tmp_path.rglob("done.json"))) == 24
+    # the folds are whole runs: 3 folds x 2 curricula, one run each (4 stages of 4 epochs)
+    assert len(res["runs"]) == 3 * 2 and len(list(tmp_path.rglob("done.json"))) == 6
+    assert all(r["epochs"] == 16 for r in res["runs"])
     # rerun: every stage reused, the same curve
     again = decode_subject(seq, F, ids, tmp_path, SETTINGS, _cfg())
     assert all(r["reused"] for r in again["runs"]) and again["curve"] == res["curve"]

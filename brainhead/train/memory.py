@@ -325,7 +325,8 @@ FAMILY = "memory_rnn"
 #: Defaults of the study's ``train.memory_rnn`` section.
 DECODER_DEFAULTS = {"n_lags": 4, "layer": None, "n_components": 8, "window_s": [0.0, 1.2],
                     "bin_s": 0.2, "n_units": 32, "nonlinearity": "leaky_relu",
-                    "tau_init": 1.2, "epochs_per_stage": 4, "curricula": ["single", "multi"],
+                    "tau_init": 1.2, "epochs_per_stage": 4, "batch_size": 32,
+                    "curricula": ["single", "multi"],
                     "n_permutations": 200, "alpha": 0.05, "grad_clip": 1.0}
 
 
@@ -464,7 +465,15 @@ class _ShuffledRows(Sampler):
 
 
 class StreamMemoryModule(pl.LightningModule):
-    """MSE of the trained heads' read-outs of the stimulus features ``lag`` trials back.
+    """A whole curriculum of lag read-outs in one run: stage ``m`` = epochs ``m * E`` to
+    ``(m + 1) * E - 1`` (``E = epochs_per_stage``), ``m = 0..n_lags - 1``.
+
+    Single-head: the one head ``lag`` is trained on lag ``m`` in stage ``m`` (earlier
+    lags no longer), and lag ``m`` is predicted at the end of stage ``m``. Multi-head:
+    heads ``lag0..lag{m}`` all train in stage ``m``, and every lag is predicted by the
+    final network. Predictions of the held-out trials' inputs (``x_test``, never their
+    labels) are kept in the buffer ``test_pred``, which checkpoints carry, so a resumed
+    run ends with the same predictions.
 
     Batches: ``x`` (B, n_bins, n_targets) the trial's signal (the state starts at zero
     every trial, so anything about an earlier stimulus comes from this trial's signal),
@@ -474,30 +483,47 @@ class StreamMemoryModule(pl.LightningModule):
     Parameters
     ----------
     net : encoders.memory_rnn.MemoryRNN
-    heads : dict of str to int
-        Trained heads: name -> lag it reads.
+        With head ``lag`` (single) or heads ``lag0..lag{n_lags-1}`` (multi).
+    kind : {"single", "multi"}
+    n_lags, epochs_per_stage : int
+    x_test : Tensor, shape (n_test, n_bins, n_targets)
     """
 
-    def __init__(self, net, heads: Mapping[str, int], *, lr: float = 3e-3,
-                 weight_decay: float = 1e-4, grad_clip: float = 1.0):
+    def __init__(self, net, kind: str, n_lags: int, epochs_per_stage: int,
+                 x_test: torch.Tensor, *, lr: float = 3e-3, weight_decay: float = 1e-4,
+                 grad_clip: float = 1.0):
         super().__init__()
-        self.net, self.heads = net, dict(heads)
+        if kind not in ("single", "multi"):
+            raise ValueError(f"curriculum must be 'single' or 'multi', got {kind!r}")
+        self.net, self.kind = net, kind
+        self.n_lags, self.epochs_per_stage = int(n_lags), int(epochs_per_stage)
+        self.x_test = x_test
+        d = next(iter(net.heads.values())).out_features
+        self.register_buffer("test_pred", torch.full((len(x_test), self.n_lags, d), torch.nan))
         self.lr, self.weight_decay, self.grad_clip = float(lr), float(weight_decay), grad_clip
 
+    def stage(self, epoch: int | None = None) -> int:
+        epoch = self.current_epoch if epoch is None else epoch
+        return min(int(epoch) // self.epochs_per_stage, self.n_lags - 1)
+
+    def heads(self, epoch: int | None = None) -> dict[str, int]:
+        """Heads trained in ``epoch``'s stage: name -> lag."""
+        m = self.stage(epoch)
+        return {"lag": m} if self.kind == "single" else {f"lag{k}": k for k in range(m + 1)}
+
     def _loss(self, batch):
-        out = self.net(batch["x"], list(self.heads), last=True)
-        total, count = 0.0, 0
-        for h, lag in self.heads.items():
+        heads = self.heads()
+        out = self.net(batch["x"], list(heads), last=True)
+        total, count = batch["x"].new_zeros(()), 0
+        for h, lag in heads.items():
             m = batch["mask"][:, lag]
             if m.any():
                 total = total + ((out[h][m] - batch["y"][m, lag]) ** 2).sum()
                 count += int(m.sum()) * out[h].shape[1]
-        return total / max(count, 1)
+        return total / max(count, 1), count
 
     def training_step(self, batch, batch_idx):
-        loss = self._loss(batch)
-        if not torch.is_tensor(loss):  # no label of the trained lags in this batch
-            loss = sum(p.sum() * 0.0 for p in self.net.parameters())
+        loss, _ = self._loss(batch)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["x"]))
         return loss
 
@@ -506,9 +532,24 @@ class StreamMemoryModule(pl.LightningModule):
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip)
 
     def validation_step(self, batch, batch_idx):
-        loss = self._loss(batch)
-        loss = loss if torch.is_tensor(loss) else torch.tensor(float("nan"))
-        self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["x"]))
+        loss, count = self._loss(batch)
+        self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=max(count, 1))
+
+    def on_validation_epoch_end(self):
+        # fit_run keeps the "best" epoch: here the last one, a curriculum's end state
+        self.log("progress", float(self.current_epoch))
+        if (self.current_epoch + 1) % self.epochs_per_stage:
+            return
+        m = self.stage()
+        with torch.no_grad():
+            x = self.x_test.to(self.device)
+            if self.kind == "single":
+                self.test_pred[:, m] = self.net(x, ["lag"], last=True)["lag"].float()
+            elif m == self.n_lags - 1 and (self.current_epoch + 1) // self.epochs_per_stage \
+                    == self.n_lags:
+                out = self.net(x, list(self.heads()), last=True)
+                for h, lag in self.heads().items():
+                    self.test_pred[:, lag] = out[h].float()
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
@@ -575,66 +616,42 @@ class MemoryDecoder:
         check_disjoint(self.seq.run[~in_test[:, 0]], [test_run], what="run", where=where)
         return fit, val, test
 
-    def _loader(self, X, mask, heads, shuffle, key):
-        rows = np.flatnonzero(mask[:, sorted(set(heads.values()))].any(1))
+    def _loader(self, X, mask, shuffle, key):
+        rows = np.flatnonzero(mask.any(1))
         data = _TrialBatches(X, torch.from_numpy(self.Y), torch.from_numpy(mask))
-        sampler = _ShuffledRows(rows, 32, epoch_seed(self.cfg.seed, 0, f"rows:{key}"), shuffle,
-                                min_batches=4 if shuffle else 1)
+        sampler = _ShuffledRows(rows, int(self.p["batch_size"]),
+                                epoch_seed(self.cfg.seed, 0, f"rows:{key}"), shuffle)
         return DataLoader(data, sampler=sampler, batch_size=None, collate_fn=lambda b: b,
                           generator=torch.Generator())
 
     def curriculum(self, kind: str, fold: int, X: torch.Tensor, fit, val, test_rows
                    ) -> np.ndarray:
-        """Train ``kind`` on fold ``fold``; predictions (n_test_rows, n_lags, D).
-
-        Stage ``m`` (lags ``0..n_lags - 1``): single-head trains its one head on lag
-        ``m`` only, and lag ``m`` is predicted at the end of the stage; multi-head adds
-        the head of lag ``m`` and trains every head, and all lags are predicted by the
-        final network.
-        """
+        """Train ``kind`` on fold ``fold`` (one :func:`fit_run`, see
+        :class:`StreamMemoryModule`); predictions (n_test_rows, n_lags, D)."""
         from encoders.memory_rnn import MemoryRNN
 
         p, D = self.p, self.Y.shape[2]
         key = spec_hash({"identity": self.identity, "fold": fold, "kind": kind})
         torch.manual_seed(epoch_seed(self.cfg.seed, 0, f"init:{key}"))
-        net = MemoryRNN(X.shape[2], int(p["n_units"]), heads={}, n_outputs=D,
+        heads = ["lag"] if kind == "single" else [f"lag{m}" for m in range(self.n_lags)]
+        net = MemoryRNN(X.shape[2], int(p["n_units"]), heads=heads, n_outputs=D,
                         nonlinearity=p["nonlinearity"], tau_init=p["tau_init"])
-        if kind == "single":
-            net.add_head("lag")
-        pred = np.full((len(test_rows), self.n_lags, D), np.nan, np.float32)
-        stage_cfg = replace(self.cfg, max_epochs=int(p["epochs_per_stage"]),
-                            patience=int(p["epochs_per_stage"]) + 1, monitor="val_loss",
-                            monitor_mode="min")
-        for m in range(self.n_lags):
-            if kind == "single":
-                heads = {"lag": m}
-            else:
-                torch.manual_seed(epoch_seed(self.cfg.seed, 0, f"head:{key}:{m}"))
-                net.add_head(f"lag{m}")
-                heads = {f"lag{k}": k for k in range(m + 1)}
-            module = StreamMemoryModule(net, heads, lr=self.cfg.lr,
-                                        weight_decay=self.cfg.weight_decay,
-                                        grad_clip=p["grad_clip"])
-            stage = f"{key}-{m}"
-            info = fit_run(module, self._loader(X, fit, heads, True, stage),
-                           self._loader(X, val, heads, False, stage),
-                           self.out_dir / "runs" / stage, stage_cfg,
-                           name=f"{FAMILY} sub-{self.seq.subject} fold {fold} {kind} lag {m}")
-            self.runs.append({"run": f"sub-{self.seq.subject}/fold{fold}/{kind}/lag{m}",
-                              "dir": f"runs/{stage}", **info})
-            net.eval()
-            with torch.no_grad():
-                if kind == "single":
-                    pred[:, m] = net(X[test_rows], ["lag"], last=True)["lag"].numpy()
-                elif m == self.n_lags - 1:
-                    out = net(X[test_rows], list(heads), last=True)
-                    for h, lag in heads.items():
-                        pred[:, lag] = out[h].numpy()
-            net.train()
+        eps = int(p["epochs_per_stage"])
+        module = StreamMemoryModule(net, kind, self.n_lags, eps, X[test_rows], lr=self.cfg.lr,
+                                    weight_decay=self.cfg.weight_decay,
+                                    grad_clip=p["grad_clip"])
+        n_epochs = eps * self.n_lags
+        run_cfg = replace(self.cfg, max_epochs=n_epochs, patience=n_epochs + 1,
+                          monitor="progress", monitor_mode="max")
+        info = fit_run(module, self._loader(X, fit, True, key), self._loader(X, val, False, key),
+                       self.out_dir / "runs" / key, run_cfg,
+                       name=f"{FAMILY} sub-{self.seq.subject} fold {fold} {kind}")
+        self.runs.append({"run": f"sub-{self.seq.subject}/fold{fold}/{kind}",
+                          "dir": f"runs/{key}", **info})
         tau = net.tau.detach().numpy()
         self.units += [{"subject": self.seq.subject, "curriculum": kind, "fold": fold,
                         "unit": i, "tau": float(t)} for i, t in enumerate(tau)]
-        return pred
+        return module.test_pred.numpy().copy()
 
     def run(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Held-out predictions of every curriculum, and the test-label mask.
@@ -663,49 +680,63 @@ class MemoryDecoder:
         """Held-out r per curriculum and lag, with its circular-shift null.
 
         ``r``: mean over feature components of the Pearson r between decoded and true
-        features over every test trial (all folds). Null: the true features circularly
-        shifted among the test trials of each run (by at least ``n_lags`` trials, so that
-        a shift never lands on another measured lag), ``n_permutations`` times, scored
-        the same way (FFT cross-correlations, :mod:`brainhead.align.timeseries`). ``p``:
-        the permutation p-value; ``null_low``/``null_high``: its 2.5 and 97.5 percentiles.
+        features over the test trials of every fold, each test run centred on its own
+        (a run's test trials come from one fold's model: only the decoding within runs
+        is scored, not differences of means between the folds' models). Null: the true
+        features circularly shifted among the test trials of each run, by at least
+        ``n_lags`` trials so that a shift never lands on another measured lag,
+        ``n_permutations`` times, scored the same way (the FFT cross-correlations of
+        :mod:`brainhead.align.timeseries`). ``p``: the permutation p-value;
+        ``null_low``/``null_high``: the null's 2.5 and 97.5 percentiles. Runs with no
+        more than ``2 * n_lags`` test trials at a lag are left out of that lag's score.
         """
-        from ..align.scores import _zscore_cols
         from ..align.timeseries import _circular_shift_blocks
 
-        n_perm = int(self.p["n_permutations"])
+        n_perm, lo = int(self.p["n_permutations"]), self.n_lags
         rows = []
         for kind, pred in preds.items():
             rng = np.random.default_rng(epoch_seed(self.cfg.seed, 0, f"null:{kind}"))
             for m in range(self.n_lags):
-                idx = np.flatnonzero(test[:, m])
+                idx = np.flatnonzero(test[:, m] & np.isfinite(pred[:, m]).all(1))
                 runs = self.seq.run[idx]
                 starts = np.flatnonzero(np.r_[True, runs[1:] != runs[:-1]])
                 segments = [slice(a, b) for a, b in zip(starts, np.r_[starts[1:], len(idx)])]
-                zp, zy = _zscore_cols(pred[idx, m]), _zscore_cols(self.Y[idx, m])
-                r = float(np.nanmean((zp * zy).sum(0))) if len(idx) > 2 else np.nan
-                lo = self.n_lags
                 segments = [s for s in segments if s.stop - s.start > 2 * lo]
-                row = {"subject": self.seq.subject, "curriculum": kind, "lag": m, "r": r,
-                       "n_trials": len(idx), "null_mean": np.nan, "null_low": np.nan,
+                row = {"subject": self.seq.subject, "curriculum": kind, "lag": m, "r": np.nan,
+                       "n_trials": 0, "null_mean": np.nan, "null_low": np.nan,
                        "null_high": np.nan, "p": np.nan}
-                if segments and np.isfinite(r):
-                    keep = np.concatenate([np.arange(s.start, s.stop) for s in segments])
-                    zp, zy = _zscore_cols(pred[idx[keep], m]), _zscore_cols(self.Y[idx[keep], m])
+                if segments:
+                    keep = idx[np.concatenate([np.arange(s.start, s.stop) for s in segments])]
                     bounds = np.cumsum([0] + [s.stop - s.start for s in segments])
                     segs = [slice(a, b) for a, b in itertools.pairwise(bounds)]
+                    zp = _zscore_within(pred[keep, m], segs)
+                    zy = _zscore_within(self.Y[keep, m], segs)
+                    r = float(np.nanmean((zp * zy).sum(0)))
                     shifts = [rng.integers(lo, s.stop - s.start - lo + 1, n_perm) for s in segs]
                     null = np.zeros((n_perm, zp.shape[1]))
                     for cols, r_null in _circular_shift_blocks(np.nan_to_num(zp),
                                                                np.nan_to_num(zy), segs, shifts):
                         null[:, cols] = r_null
-                    null = null.mean(1)
-                    r = float(np.nanmean((zp * zy).sum(0)))
+                    null = np.nanmean(np.where(np.isnan(zp).all(0) | np.isnan(zy).all(0),
+                                               np.nan, null), axis=1)
                     row.update(r=r, n_trials=len(keep), null_mean=float(null.mean()),
                                null_low=float(np.quantile(null, 0.025)),
                                null_high=float(np.quantile(null, 0.975)),
                                p=float((1 + (null >= r).sum()) / (1 + n_perm)))
                 rows.append(row)
         return rows
+
+
+def _zscore_within(a: np.ndarray, segments: list[slice]) -> np.ndarray:
+    """Columns centred within each segment, then scaled to unit norm over all rows (so
+    that the sum of products of two such arrays is a Pearson r of within-segment
+    deviations, and a circular shift within segments keeps means and norms)."""
+    a = np.asarray(a, dtype=np.float64).copy()
+    for seg in segments:
+        a[seg] -= a[seg].mean(0)
+    norm = np.sqrt((a ** 2).sum(0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norm > 0, a / norm, np.nan)
 
 
 def memory_depth(curve: list[dict], alpha: float) -> int:
