@@ -29,14 +29,12 @@ import numpy as np
 import pandas as pd
 
 from .._logging import logger, progress
+from . import OUTPUTS  # the files the decode rule writes
 from .metrics import SCORE_COLUMNS, fold_scores, pooled_scores
 from .protocols import make_folds, validation_split
 from .trials import DecodeRows, load_rows
 
 __all__ = ["OUTPUTS", "decode_study", "run_decoding", "skip_reason"]
-
-#: Files the decode rule writes in ``results/<study>/decode/``.
-OUTPUTS = ("scores.tsv", "predictions.h5", "attention.h5", "summary.json")
 
 TORCH_MODELS = ("electrode_mha", "shallow_convnet")
 
