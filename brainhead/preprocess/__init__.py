@@ -54,11 +54,9 @@ def run_preprocessing(study, subject: str, results_dir: str | Path) -> ResponseT
 def decode_epochs_sfreq(config: dict, modality: str) -> float | None:
     """Rate of the ``epochs`` view when the study decodes this modality with a model that
     reads raw signals (``decode.models``), else None (no such view is written)."""
-    decode = config.get("decode")
-    if not decode or modality not in decode.get("modalities", ()):
-        return None
-    raw_models = {"csp_lda", "tangent_lr", "logvar_lda", "shallow_convnet"}
-    return decode.get("epochs_sfreq") if raw_models & set(decode.get("models", ())) else None
+    from ..decode import epochs_view_rate
+
+    return epochs_view_rate(config, modality)
 
 
 def _from_dataset(spec, seed: int = 0, epochs_sfreq: float | None = None) -> ResponseTable:
