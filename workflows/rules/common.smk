@@ -9,7 +9,8 @@ min_version("8.0")
 
 from brainhead._logging import log_to
 from brainhead._parallel import limit_threads
-from brainhead.specs import SCHEMA_DIR, SpecError, load_study
+from brainhead.decode import OUTPUTS as DECODE_OUTPUTS, epochs_view_rate
+from brainhead.specs import SCHEMA_DIR, SpecError, has_stimuli, load_study
 from brainhead.train.jobs import OUTPUTS as TRAIN_OUTPUTS, family_modalities, train_subjects
 
 # Each job runs in its own process that parses this workflow again: the functions the
@@ -33,6 +34,7 @@ write_features = _lazy("brainhead.features:write_features")
 preprocess_subject = _lazy("brainhead.preprocess:preprocess_subject")
 make_report = _lazy("brainhead.report:make_report")
 simulate_study = _lazy("brainhead.simulate:simulate_study")
+run_decoding = _lazy("brainhead.decode:run_decoding")
 
 
 def step(log, func, *args, threads=None, **kwargs):
@@ -100,6 +102,25 @@ TRAIN_MODEL = TRAIN["model"] or MODELS[0]
 # Ask a cluster for GPUs only when training may use them (train.device: cpu asks none).
 TRAIN_GPUS = 0 if TRAIN["device"] == "cpu" else (
     TRAIN["devices"] if isinstance(TRAIN["devices"], int) else 1)
+
+
+# Decoding (workflows/rules/decode.smk): a study with a decode section; one without
+# stimuli (HAS_STIMULI false) has no features, alignment or training rules.
+HAS_STIMULI = has_stimuli(STUDY.config)
+DECODE = "decode" in STUDY.config
+DECODE_SUBJECTS = [s.subject for s in STUDY.subjects.values()
+                   if DECODE and s.modality in STUDY.config["decode"]["modalities"]]
+
+
+def decode_epochs(wildcards):
+    """Rate of the epochs view a subject's preprocessing writes for decoding (a param of
+    the preprocess rule, so that adding a decode section reruns preprocessing)."""
+    return epochs_view_rate(STUDY.config, STUDY.subjects[wildcards.subject].modality)
+
+
+def decode_outputs():
+    """The decode stage's outputs that the report reads (none without a decode section)."""
+    return [f"{RESULTS}/decode/{name}" for name in DECODE_OUTPUTS] if DECODE else []
 
 
 def train_outputs():
