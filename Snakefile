@@ -9,9 +9,20 @@
 include: "workflows/rules/common.smk"
 include: "workflows/rules/simulate.smk"
 include: "workflows/rules/preprocess.smk"
-include: "workflows/rules/features.smk"
-include: "workflows/rules/align.smk"
-include: "workflows/rules/train.smk"
+# A study that only decodes labels (a decode section, no stimuli) has no features,
+# alignment or training; see HAS_STIMULI and DECODE in common.smk.
+if HAS_STIMULI:
+
+    include: "workflows/rules/features.smk"
+    include: "workflows/rules/align.smk"
+    include: "workflows/rules/train.smk"
+
+
+if DECODE:
+
+    include: "workflows/rules/decode.smk"
+
+
 include: "workflows/rules/report.smk"
 
 
