@@ -4,6 +4,8 @@ rule preprocess:
         subject_inputs,
     output:
         f"{RESULTS}/sub-{{subject}}/responses.h5",
+    params:
+        decode_epochs=decode_epochs,  # the epochs view for decoding (common.smk)
     log:
         f"{LOGS}/preprocess/sub-{{subject}}.log",
     benchmark:
