@@ -92,8 +92,9 @@ def make_report(summary_path, out_path, *, study: str, description: str = "",
 
     Parameters
     ----------
-    summary_path : path-like
-        ``align/summary.tsv`` (see :data:`brainhead.align.SUMMARY_COLUMNS`).
+    summary_path : path-like | None
+        ``align/summary.tsv`` (see :data:`brainhead.align.SUMMARY_COLUMNS`); None for a
+        study that only decodes labels.
     out_path : path-like
         ``results/<study>/report.html``; written atomically.
     study, description : str
@@ -133,7 +134,11 @@ def make_report(summary_path, out_path, *, study: str, description: str = "",
 
     from ..align.scores import BEST_COLUMNS
 
-    summary = pd.read_csv(summary_path, sep="\t", dtype={"subject": str})
+    from ..align import SUMMARY_COLUMNS
+
+    # a study that only decodes labels has no alignment summary
+    summary = (pd.read_csv(summary_path, sep="\t", dtype={"subject": str}) if summary_path
+               else pd.DataFrame(columns=SUMMARY_COLUMNS))
     truth = json.loads(Path(truth_path).read_text()) if truth_path else None
     best = (pd.read_csv(best_path, sep="\t", dtype={"subject": str}) if best_path
             else pd.DataFrame(columns=BEST_COLUMNS))
