@@ -16,7 +16,7 @@ Sections (a table of contents, tags to filter by) come from functions registered
 Every figure is also written as PNG and SVG under ``results/<study>/figures/``.
 """
 
-from . import decoders, encoders  # noqa: F401  (register the model families' sections)
+from . import decoders, decoding, encoders  # noqa: F401  (register the model families' sections)
 from . import memory  # noqa: F401  (registers the memory_rnn decoder's section)
 from .build import external_resources, make_report
 from .encoders import encoder_sections
