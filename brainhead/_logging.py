@@ -46,19 +46,78 @@ def progress(iterable: Iterable[T], desc: str, total: int | None = None) -> Iter
 
 
 def _logged(items: Iterable[T], desc: str, total: int | None) -> Iterator[T]:
-    import time
-
-    start = time.monotonic()
-    logger.info("%s: started (%s steps)", desc, total if total is not None else "?")
-    n, mark = 0, 0.25
+    log = _QuarterLog(desc, total)
     for item in items:
         yield item
-        n += 1
-        if total and n < total and n / total >= mark:
-            logger.info("%s: %d/%d done (%.1f s)", desc, n, total, time.monotonic() - start)
-            while n / total >= mark:
-                mark += 0.25
-    logger.info("%s: %d steps done in %.1f s", desc, n, time.monotonic() - start)
+        log.advance(1)
+    log.close()
+
+
+class _QuarterLog:
+    """Log lines at the start, at each quarter (when the length is known) and the end."""
+
+    def __init__(self, desc: str, total: int | None):
+        import time
+
+        self.desc, self.total, self.n, self.mark = desc, total, 0, 0.25
+        self.start = time.monotonic()
+        logger.info("%s: started (%s steps)", desc, total if total is not None else "?")
+
+    def advance(self, n: int, what: str | None = None) -> None:
+        import time
+
+        self.n += n
+        total = self.total
+        if total and self.n < total and self.n / total >= self.mark:
+            logger.info("%s: %d/%d done (%.1f s)%s", self.desc, self.n, total,
+                        time.monotonic() - self.start, f", {what}" if what else "")
+            while self.n / total >= self.mark:
+                self.mark += 0.25
+
+    def close(self) -> None:
+        import time
+
+        logger.info("%s: %d steps done in %.1f s", self.desc, self.n,
+                    time.monotonic() - self.start)
+
+
+class ProgressBar:
+    """A progress bar advanced by hand, for steps that happen inside other functions.
+
+    The same bar and log lines as :func:`progress`, for work whose steps are not one
+    loop of the caller (ridge folds inside a layer fit, then the layer's permutations):
+    the caller passes :meth:`advance` down as a callback. ``what`` names the step that
+    just ended; the bar shows it, and the quarter lines of the log carry it.
+
+    Examples
+    --------
+    >>> with ProgressBar("sub-01 trained", total=3) as bar:
+    ...     for fold in range(3):
+    ...         bar.advance(what=f"ridge fold {fold + 1}/3")
+    """
+
+    def __init__(self, desc: str, total: int):
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(desc=desc, total=total, leave=False,
+                         disable=bool(os.environ.get("BRAINHEAD_NO_PROGRESS")))
+        self._log = _QuarterLog(desc, total)
+
+    def advance(self, n: int = 1, what: str | None = None) -> None:
+        """Count ``n`` finished steps; ``what`` says which."""
+        if what is not None:
+            self._bar.set_postfix_str(what, refresh=False)
+        self._bar.update(n)
+        self._log.advance(n, what)
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self._bar.close()
+        if exc[0] is None:
+            self._log.close()
+        return False
 
 
 class log_to:

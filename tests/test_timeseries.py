@@ -252,9 +252,9 @@ def test_runs_sharing_a_stimulus_stay_on_one_side(monkeypatch):
     seen = []
     real_fit_layer = timeseries.fit_layer
 
-    def spy(X, Y, folds, groups, *args):
+    def spy(X, Y, folds, groups, *args, **kwargs):
         seen.append((folds, groups))
-        return real_fit_layer(X, Y, folds, groups, *args)
+        return real_fit_layer(X, Y, folds, groups, *args, **kwargs)
 
     monkeypatch.setattr(timeseries, "fit_layer", spy)
     params = {**PARAMS, "n_permutations": 10, "n_bootstraps": 10}

@@ -28,13 +28,14 @@ layer's relative depth and its gap to the last layer, with a bootstrap CI).
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .._logging import logger, progress
+from .._logging import ProgressBar, logger
 from ..io.readers import RecordingError
 from ..io.store import atomic_path, provenance, read_responses, write_arrays
 from ..splits import leakage_free_groups, outer_folds
@@ -104,7 +105,8 @@ class LayerFit:
 
 
 def fit_layer(features: np.ndarray, Y, folds, groups: np.ndarray,
-              alphas: np.ndarray, n_inner_splits: int, selection: str = "loo") -> LayerFit:
+              alphas: np.ndarray, n_inner_splits: int, selection: str = "loo",
+              on_fold: Callable[[int], None] | None = None) -> LayerFit:
     """Fit :class:`GroupRidgeCV` in each outer fold and keep predictions and scores.
 
     Alphas are always chosen by grouped cross-validation inside the training folds.
@@ -116,7 +118,8 @@ def fit_layer(features: np.ndarray, Y, folds, groups: np.ndarray,
 
     ``Y`` is one array (n_samples, n_targets), or a list with one such array per fold
     (responses that differ by fold, e.g. residuals of a baseline model fitted on each
-    fold's training rows).
+    fold's training rows). ``on_fold(k)``, when given, is called after outer fold ``k``
+    (a progress bar's callback).
     """
     if selection not in LAYER_SELECTIONS:
         raise ValueError(f"selection must be one of {LAYER_SELECTIONS}, got {selection!r}")
@@ -125,7 +128,7 @@ def fit_layer(features: np.ndarray, Y, folds, groups: np.ndarray,
         raise ValueError(f"Y has {len(Ys)} arrays for {len(folds)} folds")
     pred = np.zeros(Ys[0].shape, dtype=np.float32)
     r_folds, inner = [], []
-    for (train, test), Yf in zip(folds, Ys):
+    for k, ((train, test), Yf) in enumerate(zip(folds, Ys)):
         model = GroupRidgeCV(alphas=alphas, n_splits=n_inner_splits)
         model.fit(features[train], Yf[train], groups=groups[train])
         p = model.predict(features[test])
@@ -142,6 +145,8 @@ def fit_layer(features: np.ndarray, Y, folds, groups: np.ndarray,
                 inner.append(np.max(1.0 - sse / np.maximum(sst, np.finfo(float).tiny), axis=0))
         else:
             inner.append(np.max(model.cv_scores_, axis=0))
+        if on_fold is not None:
+            on_fold(k)
     return LayerFit(pred, np.stack(r_folds), np.stack(inner))
 
 
@@ -688,7 +693,6 @@ def score_responses(Y, stim_id, group, regions, features: dict[str, np.ndarray],
         (permutation p and BH q per target), ``ceiling`` (n_targets, NaN without
         repeats).
     """
-    from .ceilings import normalise_by_ceiling
     from .stats import fdr_bh
 
     Y = np.asarray(Y, dtype=np.float64)
@@ -723,36 +727,28 @@ def score_responses(Y, stim_id, group, regions, features: dict[str, np.ndarray],
         rows_idx = np.array([feature_rows[s] for s in stims])
         r_all = np.empty((n_layers, Y.shape[1]))
         p_all = np.empty((n_layers, Y.shape[1]))
-        for layer in progress(range(n_layers), desc=f"{label} {control}"):
-            # Ridge runs in float32 (half the memory traffic of float64: the stimulus
-            # view's align job is about 1.3x faster, held-out r moves by < 1e-5 on the
-            # demo, benchmarks/align_stats.py); scores, RSA and CKA stay in float64.
-            X32 = np.ascontiguousarray(F[layer][rows_idx], dtype=np.float32)
-            X = X32.astype(np.float64)
-            fit = fit_layer(X32, Y, folds, groups, alphas, params["n_inner_splits"],
-                            params.get("layer_selection", "loo"))
-            r = np.nanmean(fit.r_folds, axis=0)
-            r_all[layer] = r
-            p_all[layer], region_p, region_boot = _encoding_statistics(fit, folds, draws,
-                                                                       region_means)
-            free = model_free.layer(X, draws.stim_perms)
-            region_r = curves.record(control, layer, fit, region_boot, level)
-            for i, (key, cols) in enumerate(masks.items()):
-                score, ci = region_r[key]
-                base = {"region": key, "control": control, "layer": layer,
-                        "n_targets": int(cols.sum()), "n_clipped": 0}
-                rows.append({**base, "metric": "r", "score": score, "ci_low": ci[0],
-                             "ci_high": ci[1], "p": float(region_p[i])})
-                if np.isfinite(ceiling[cols]).any():
-                    normed, reliable, n_clipped = normalise_by_ceiling(
-                        r[cols], ceiling[cols], min_ceiling=params["min_ceiling"])
-                    rows.append({**base, "metric": "r_ceiled",
-                                 "score": float(np.nanmean(normed)) if reliable.any() else np.nan,
-                                 "n_targets": int(reliable.sum()), "n_clipped": int(n_clipped),
-                                 "ci_low": np.nan, "ci_high": np.nan, "p": np.nan})
-                for metric, value, p in free[key]:
-                    rows.append({**base, "metric": metric, "score": value, "ci_low": np.nan,
-                                 "ci_high": np.nan, "p": p})
+        # one step per ridge fold of each layer, and one for the layer's resampling
+        with ProgressBar(f"{label} {control}", total=n_layers * (len(folds) + 1)) as bar:
+            for layer in range(n_layers):
+                def fold_done(k, layer=layer):
+                    bar.advance(what=f"layer {layer}: ridge fold {k + 1}/{len(folds)}")
+                # Ridge runs in float32 (half the memory traffic of float64: the stimulus
+                # view's align job is about 1.3x faster, held-out r moves by < 1e-5 on the
+                # demo, benchmarks/align_stats.py); scores, RSA and CKA stay in float64.
+                X32 = np.ascontiguousarray(F[layer][rows_idx], dtype=np.float32)
+                X = X32.astype(np.float64)
+                fit = fit_layer(X32, Y, folds, groups, alphas, params["n_inner_splits"],
+                                params.get("layer_selection", "loo"), on_fold=fold_done)
+                r = np.nanmean(fit.r_folds, axis=0)
+                r_all[layer] = r
+                p_all[layer], region_p, region_boot = _encoding_statistics(fit, folds, draws,
+                                                                           region_means)
+                free = model_free.layer(X, draws.stim_perms)
+                bar.advance(what=f"layer {layer}: {n_perm} permutations, {n_boot} bootstraps, "
+                                 "RSA and CKA nulls")
+                region_r = curves.record(control, layer, fit, region_boot, level)
+                rows += _layer_rows(control, layer, masks, region_r, region_p, r, ceiling,
+                                    free, params["min_ceiling"])
         per_target[f"r_{control}"] = r_all.astype(np.float32)
         per_target[f"p_{control}"] = p_all.astype(np.float32)
         per_target[f"q_{control}"] = np.stack([fdr_bh(p) for p in p_all]).astype(np.float32)
@@ -760,6 +756,32 @@ def score_responses(Y, stim_id, group, regions, features: dict[str, np.ndarray],
     rows += curves.paired_rows(level)
     add_qvalues(rows)
     return rows, curves.best_rows(level), per_target
+
+
+def _layer_rows(control: str, layer: int, masks: dict[str, np.ndarray], region_r: dict,
+                region_p: np.ndarray, r: np.ndarray, ceiling: np.ndarray, free: dict,
+                min_ceiling: float) -> list[dict]:
+    """Score rows of one layer: r with its interval and p, r_ceiled, RSA and CKA."""
+    from .ceilings import normalise_by_ceiling
+
+    rows = []
+    for i, (key, cols) in enumerate(masks.items()):
+        score, ci = region_r[key]
+        base = {"region": key, "control": control, "layer": layer,
+                "n_targets": int(cols.sum()), "n_clipped": 0}
+        rows.append({**base, "metric": "r", "score": score, "ci_low": ci[0],
+                     "ci_high": ci[1], "p": float(region_p[i])})
+        if np.isfinite(ceiling[cols]).any():
+            normed, reliable, n_clipped = normalise_by_ceiling(r[cols], ceiling[cols],
+                                                               min_ceiling=min_ceiling)
+            rows.append({**base, "metric": "r_ceiled",
+                         "score": float(np.nanmean(normed)) if reliable.any() else np.nan,
+                         "n_targets": int(reliable.sum()), "n_clipped": int(n_clipped),
+                         "ci_low": np.nan, "ci_high": np.nan, "p": np.nan})
+        for metric, value, p in free[key]:
+            rows.append({**base, "metric": metric, "score": value, "ci_low": np.nan,
+                         "ci_high": np.nan, "p": p})
+    return rows
 
 
 def paired_difference_rows(region_curves: dict, region_boot: dict,

@@ -39,18 +39,18 @@ from scipy import sparse
 from sklearn.decomposition import PCA
 from threadpoolctl import threadpool_limits
 
-from .._logging import logger, progress
+from .._logging import ProgressBar, logger
 from ..io.readers import RecordingError
 from ..io.table import View
 from .delays import Delayer, Lagger, run_segments
 from .ridge import GroupRidgeCV, pearson_r
 from .scores import (
     RegionCurves,
-    _RegionMeans,
     _boot_region_r,
     _fold_null_counts,
     _fold_pvalues,
     _region_masks,
+    _RegionMeans,
     _zscore_cols,
     add_qvalues,
     fit_layer,
@@ -568,21 +568,27 @@ def score_timeseries(view: View, regions: np.ndarray, features: dict[str, np.nda
     for control, F in features.items():
         r_all = np.empty((n_layers, Y.shape[1]))
         p_all = np.empty((n_layers, Y.shape[1]))
-        for layer in progress(range(n_layers), desc=f"{label} {control}"):
-            reduced = reduce_features(F[layer][stim_rows].astype(np.float64), n_components)
-            X = delayer.fit_transform((onsets @ reduced).astype(np.float32), runs=runs)
-            fit = fit_layer(X, Y_folds, folds, groups, alphas, params["n_inner_splits"],
-                            "inner_cv")
-            r_all[layer] = np.nanmean(fit.r_folds, axis=0)
-            p_all[layer], region_p, region_boot = _layer_statistics(fit, folds, draws,
-                                                                    region_means)
-            region_r = curves.record(control, layer, fit, region_boot, level)
-            for i, (key, cols) in enumerate(masks.items()):
-                score, ci = region_r[key]
-                rows.append({"region": key, "control": control, "layer": layer,
-                             "n_targets": int(cols.sum()), "n_clipped": 0, "metric": "r",
-                             "score": score, "ci_low": ci[0], "ci_high": ci[1],
-                             "p": float(region_p[i])})
+        # one step per ridge fold of each layer, and one for the layer's resampling
+        with ProgressBar(f"{label} {control}", total=n_layers * (len(folds) + 1)) as bar:
+            for layer in range(n_layers):
+                def fold_done(k, layer=layer):
+                    bar.advance(what=f"layer {layer}: ridge fold {k + 1}/{len(folds)}")
+                reduced = reduce_features(F[layer][stim_rows].astype(np.float64), n_components)
+                X = delayer.fit_transform((onsets @ reduced).astype(np.float32), runs=runs)
+                fit = fit_layer(X, Y_folds, folds, groups, alphas, params["n_inner_splits"],
+                                "inner_cv", on_fold=fold_done)
+                r_all[layer] = np.nanmean(fit.r_folds, axis=0)
+                p_all[layer], region_p, region_boot = _layer_statistics(fit, folds, draws,
+                                                                        region_means)
+                bar.advance(what=f"layer {layer}: {n_perm} circular shifts, {n_boot} "
+                                 "block bootstraps")
+                region_r = curves.record(control, layer, fit, region_boot, level)
+                for i, (key, cols) in enumerate(masks.items()):
+                    score, ci = region_r[key]
+                    rows.append({"region": key, "control": control, "layer": layer,
+                                 "n_targets": int(cols.sum()), "n_clipped": 0, "metric": "r",
+                                 "score": score, "ci_low": ci[0], "ci_high": ci[1],
+                                 "p": float(region_p[i])})
         per_target[f"r_{control}"] = r_all.astype(np.float32)
         per_target[f"p_{control}"] = p_all.astype(np.float32)
         per_target[f"q_{control}"] = np.stack([fdr_bh(p) for p in p_all]).astype(np.float32)
