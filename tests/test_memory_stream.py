@@ -156,3 +156,57 @@ def test_no_planted_memory_gives_depth_zero(tmp_path):
     seq, F, ids = simulated(depth=0, seed=1)
     res = decode_subject(seq, F, ids, tmp_path, {**SETTINGS, "curricula": ["multi"]}, _cfg())
     assert res["depth"] == {"multi": 0}, res["curve"]
+
+
+def test_family_job_writes_its_outputs_and_report_section(tmp_path):
+    """``train_memory_decoder`` from files (an EEG-like table: stimulus view only) writes
+    the job's outputs, and the report section draws them."""
+    import pandas as pd
+
+    from brainhead.io.store import write_arrays, write_responses
+    from brainhead.io.table import ResponseTable, Targets, View
+    from brainhead.report.memory import memory_section
+    from brainhead.train.jobs import OUTPUTS
+    from brainhead.train.memory import FAMILY, train_memory_decoder
+
+    seq, F, ids = simulated(depth=1, seed=2)
+    n = len(seq.stim_id)
+    X = seq.X[:, 0]
+    table = ResponseTable("e01", "eeg", Targets(
+        name=[f"c{i}" for i in range(X.shape[1])], kind=["channel"] * X.shape[1],
+        coords=np.full((X.shape[1], 3), np.nan), region=[""] * X.shape[1]),
+        {"stimulus": View(X=X, rows={"stim_id": seq.stim_id, "group": seq.run,
+                                     "t_start": np.tile(np.arange(n // 3) * 2.0, 3)})})
+    responses = write_responses(tmp_path / "responses.h5", table.validate(), {})
+    layers = np.stack([np.random.default_rng(0).standard_normal(F.shape), F, F])
+    features = tmp_path / "minilm.h5"
+    write_arrays(features, {"trained": layers, "random": layers, "stim_id": ids}, {})
+    out = tmp_path / "models" / FAMILY / "eeg"
+    params = {"max_epochs": 5, "device": "cpu", "lr": 1e-2,
+              FAMILY: {**SETTINGS, "n_lags": 3, "n_components": None}}
+    summary = train_memory_decoder([responses], features, out, params, seed=0, model="minilm")
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == sorted(OUTPUTS[FAMILY])
+    depth = pd.read_csv(out / "depth.tsv", sep="\t", dtype={"subject": str})
+    assert set(depth["view"]) == {"stimulus"} and depth["depth"].tolist() == [1, 1]
+    assert summary["depth"][0]["subject"] == "e01" and len(summary["runs"]) == 3 * 2
+
+    class Builder:
+        def __init__(self):
+            self.added = []
+
+        def html(self, title, html, **kw):
+            self.added.append(("html", title, html))
+
+        def figure(self, fig, name, title, caption, **kw):
+            self.added.append(("figure", title, name))
+
+    from brainhead.report.sections import ReportContext
+
+    ctx = ReportContext("t", "", pd.DataFrame(), pd.DataFrame(), {"memory": {"depth": 1}},
+                        model_dirs=[out])
+    builder = Builder()
+    memory_section(builder, ctx)
+    kinds = [a[0] for a in builder.added]
+    assert kinds == ["html", "figure"]
+    assert "Planted memory of the simulation: 1 stimuli back" in builder.added[0][2]
+    assert "<td>e01</td><td>stimulus</td>" in builder.added[0][2]
