@@ -210,3 +210,39 @@ def test_family_job_writes_its_outputs_and_report_section(tmp_path):
     assert kinds == ["html", "figure"]
     assert "Planted memory of the simulation: 1 stimuli back" in builder.added[0][2]
     assert "<td>e01</td><td>stimulus</td>" in builder.added[0][2]
+
+
+def test_decoder_run_resumes_to_the_same_predictions(tmp_path, monkeypatch):
+    """A curriculum run that dies mid-way (after its epoch-4 checkpoint) resumes from
+    ``last.ckpt`` and ends with the predictions of an uninterrupted run, those of the
+    stages before the crash included (they live in a checkpointed buffer)."""
+    import torch
+
+    from brainhead.train import memory
+
+    seq, F, ids = simulated(depth=1, seed=3, n_runs=2)
+    settings = {**SETTINGS, "n_lags": 3, "epochs_per_stage": 3}
+
+    def first_fold(out, module_cls=None):
+        if module_cls is not None:
+            monkeypatch.setattr(memory, "StreamMemoryModule", module_cls)
+        exp = memory.MemoryDecoder(seq, F, ids, out, settings, _cfg())
+        fit, val, _ = exp.masks(0)
+        rows = np.flatnonzero(seq.run == exp.folds[0][0])
+        X = torch.from_numpy(seq.X)
+        return exp.curriculum("single", 0, X, fit, val, rows), exp.runs[-1]
+
+    reference, info = first_fold(tmp_path / "ref")
+    assert info["epochs"] == 9 and np.isfinite(reference).all()
+
+    class Crash(memory.StreamMemoryModule):
+        def on_train_epoch_start(self):
+            if self.current_epoch == 5:
+                raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        first_fold(tmp_path / "cut", Crash)
+    monkeypatch.undo()
+    resumed, info = first_fold(tmp_path / "cut")
+    assert info["resumed"] is True and info["epochs"] == 9
+    assert np.array_equal(resumed, reference)

@@ -12,6 +12,13 @@ reused. All stages together get one budget of epochs (``total_epochs`` x
 Per epoch, ``metrics.csv`` of each stage has the mean, min and max ``tau``; per stage,
 every unit's ``tau`` and network timescale (:func:`~brainhead.train.tasks.network_timescales`
 of its activity on long white binary inputs) go to the result's ``units`` table.
+
+The same network is the train family ``memory_rnn`` (:func:`train_memory_decoder`): a
+decoder of how long a subject's neural signal keeps a memory of past stimuli. Each trial
+is a short sequence (:class:`TrialSequences`) read from a zero state, and head ``m``
+decodes the features of the stimulus ``m`` trials back; one :func:`fit_run` per subject,
+outer fold (:func:`memory_folds`) and curriculum (:class:`StreamMemoryModule`), scored
+per lag against a circular-shift null (:meth:`MemoryDecoder.score`).
 """
 
 from __future__ import annotations
