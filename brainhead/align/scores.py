@@ -924,6 +924,29 @@ def check_layers_differ(per_target: dict[str, np.ndarray], where: str) -> None:
             "best layer to report; nothing was written")
 
 
+def view_targets(view, table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A row view as (n_rows, n_targets), with each target's name and region.
+
+    The ``bands`` view holds one value per channel and band (rows x channels x bands):
+    each channel-band pair is a target, named ``<channel>:<band>`` and in its channel's
+    region, so that alignment scores every band of every channel (the report draws one
+    map per band). Other row views are returned as they are.
+    """
+    names = np.asarray(table.targets.name).astype(str)
+    regions = np.asarray(table.targets.region).astype(str)
+    if view.X.ndim == 2:
+        return view.X, names, regions
+    if view.X.ndim != 3 or "band" not in view.labels:
+        raise RecordingError(f"sub-{table.subject}: a view of shape {view.X.shape} has no "
+                             "targets to score (expected rows x targets, or rows x "
+                             "channels x bands with band labels)")
+    bands = np.asarray(view.labels["band"]).astype(str)
+    n_rows, n_chan, n_bands = view.X.shape
+    X = view.X.reshape(n_rows, n_chan * n_bands)  # channel-major: ch0 bands, ch1 bands...
+    flat_names = np.array([f"{c}:{b}" for c in names for b in bands])
+    return X, flat_names, np.repeat(regions, n_bands)
+
+
 def score_subject(responses_path, features_path, model: str, align_params: dict, *,
                   seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
     """Score every layer of a model and of its random control against one subject.
@@ -964,8 +987,9 @@ def score_subject(responses_path, features_path, model: str, align_params: dict,
             view, table.targets.region, feats, index, align_params, table.modality,
             seed=subject_seed, label=label)
     else:
+        X, _, regions = view_targets(view, table)
         rows, best, per_target = score_responses(
-            view.X, view.rows["stim_id"], view.rows["group"], table.targets.region, feats,
+            X, view.rows["stim_id"], view.rows["group"], regions, feats,
             index, align_params, seed=subject_seed, label=label)
     check_layers_differ(per_target, where)
     ident = {"subject": table.subject, "modality": table.modality, "view": view_name,
@@ -986,9 +1010,15 @@ def align_subject(responses_path, features_path, model: str, align_params: dict,
     summary, best, per_target = score_subject(responses_path, features_path, model,
                                               align_params, seed=seed)
     table = read_responses(responses_path)
+    view_name = view_for(align_params, table.modality)
+    if view_name == "timeseries":
+        names, regions = table.targets.name, table.targets.region
+    else:
+        _, names, regions = view_targets(table.view(view_name), table)
     attrs = provenance("align", {"model": model, "seed": seed, **align_params})
-    write_arrays(out_h5, {**per_target, "target_name": table.targets.name,
-                          "target_region": table.targets.region}, attrs)
+    attrs["view"] = view_name
+    write_arrays(out_h5, {**per_target, "target_name": names, "target_region": regions},
+                 attrs)
     with atomic_path(out_tsv) as tmp:
         summary.to_csv(tmp, sep="\t", index=False)
     if out_best is not None:

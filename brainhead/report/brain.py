@@ -34,6 +34,9 @@ class TargetMaps:
         MNI mm; NaN where unknown.
     r, q : ndarray, shape (n_layers, n_targets)
         Held-out r of the trained model and its permutation q per layer.
+    bands : ndarray of str, shape (n_targets,), or None
+        The frequency band of each target where the EEG ``bands`` view was scored (a
+        target per channel and band; ``names`` are then the channels); None otherwise.
     """
 
     subject: str
@@ -43,6 +46,13 @@ class TargetMaps:
     coords: np.ndarray
     r: np.ndarray
     q: np.ndarray
+    bands: np.ndarray | None = None
+
+    def band(self, name: str) -> TargetMaps:
+        """The targets of one band, as a map of the channels."""
+        cols = self.bands == name
+        return TargetMaps(self.subject, self.modality, self.names[cols], self.regions[cols],
+                          self.coords[cols], self.r[:, cols], self.q[:, cols])
 
     @property
     def n_layers(self) -> int:
@@ -104,12 +114,32 @@ def load_target_maps(align_h5, responses_h5) -> TargetMaps:
         r = np.asarray(f["r_trained"][()], dtype=float)
         q = np.asarray(f["q_trained"][()], dtype=float)
         align_names = _strings(f["target_name"][()]) if "target_name" in f else names
+    bands = None
+    band_names = _band_names(align_names, names)
+    if band_names is not None:  # the bands view: a target per channel and band
+        n_bands = len(band_names)
+        names, regions = np.repeat(names, n_bands), np.repeat(regions, n_bands)
+        coords = np.repeat(coords, n_bands, axis=0)
+        bands = np.tile(band_names, len(names) // n_bands)
+        align_names = np.array([a.rsplit(":", 1)[0] for a in align_names])
     if r.ndim != 2 or r.shape[1] != len(names) or not np.array_equal(align_names, names):
         raise ValueError(
             f"{align_h5}: sub-{subject}: key 'r_trained' has shape {r.shape} and "
             f"{len(align_names)} target names; {responses_h5} has {len(names)} targets "
             "(the alignment is out of date: rerun it)")
-    return TargetMaps(subject, modality, names, regions, coords, r, q)
+    return TargetMaps(subject, modality, names, regions, coords, r, q, bands)
+
+
+def _band_names(align_names: np.ndarray, channels: np.ndarray) -> np.ndarray | None:
+    """Band names when the alignment's targets are ``<channel>:<band>`` pairs in
+    channel-major order (the scored ``bands`` view), else None."""
+    n_chan = len(channels)
+    if not n_chan or len(align_names) <= n_chan or len(align_names) % n_chan:
+        return None
+    n_bands = len(align_names) // n_chan
+    bands = np.array([a.rsplit(":", 1)[-1] for a in align_names[:n_bands]])
+    expected = np.array([f"{c}:{b}" for c in channels for b in bands])
+    return bands if np.array_equal(expected, align_names) else None
 
 
 def _layer_cmap(n_layers: int):
@@ -191,13 +221,25 @@ def _eeg_info(maps: TargetMaps):
 
 
 def eeg_figure(maps: TargetMaps, q_max: float = 0.05):
-    """Two topomaps: r at the best layer (significant channels marked), best layer."""
+    """Two topomaps: r at the best layer (significant channels marked), best layer.
+
+    Where the ``bands`` view was scored, one such row per frequency band.
+    """
+    plt = pyplot()
+    rows = ([(None, maps)] if maps.bands is None
+            else [(b, maps.band(b)) for b in dict.fromkeys(maps.bands)])
+    fig, axes = plt.subplots(len(rows), 2, figsize=(7.0, 3.4 * len(rows)), squeeze=False)
+    for (band, one), row in zip(rows, axes):
+        _eeg_topomaps(one, row, q_max, "" if band is None else f"{band}: ")
+    return fig
+
+
+def _eeg_topomaps(maps: TargetMaps, axes, q_max: float, prefix: str) -> None:
     import mne
 
-    plt = pyplot()
+    fig = axes[0].figure
     info, ok = _eeg_info(maps)
     sig = maps.significant(q_max)[ok]
-    fig, axes = plt.subplots(1, 2, figsize=(7.0, 3.4))
     r_best = maps.r_best[ok]
     vmax = float(np.nanmax(np.abs(r_best))) or 1.0
     im, _ = mne.viz.plot_topomap(r_best, info, axes=axes[0], show=False, cmap="RdBu_r",
@@ -205,7 +247,7 @@ def eeg_figure(maps: TargetMaps, q_max: float = 0.05):
                                  mask_params={"marker": "o", "markerfacecolor": "w",
                                               "markeredgecolor": "k", "markersize": 4})
     fig.colorbar(im, ax=axes[0], shrink=0.7).set_label("held-out r", fontsize=8)
-    axes[0].set_title(f"r at best layer (o: q < {q_max:g})", fontsize=9)
+    axes[0].set_title(f"{prefix}r at best layer (o: q < {q_max:g})", fontsize=9)
     n_layers = maps.n_layers
     im, _ = mne.viz.plot_topomap(maps.best_layer[ok].astype(float), info, axes=axes[1],
                                  show=False, cmap=_layer_cmap(n_layers),
@@ -213,8 +255,7 @@ def eeg_figure(maps: TargetMaps, q_max: float = 0.05):
                                  image_interp="nearest")
     cbar = fig.colorbar(im, ax=axes[1], shrink=0.7, ticks=range(n_layers))
     cbar.set_label("best layer", fontsize=8)
-    axes[1].set_title("best layer per channel", fontsize=9)
-    return fig
+    axes[1].set_title(f"{prefix}best layer per channel", fontsize=9)
 
 
 def seeg_figure(maps: TargetMaps, q_max: float = 0.05):
@@ -287,4 +328,9 @@ def brain_figure(align_h5, responses_h5, q_max: float = 0.05):
     text = caption.format(subject=maps.subject, n=int(ok.sum()),
                           n_sig=int(maps.significant(q_max)[ok].sum()), q=q_max,
                           shown=maps.shown(q_max)[1])
+    if maps.bands is not None:
+        bands = list(dict.fromkeys(maps.bands))
+        text = text.replace(" channels, ", " channel-band pairs, ", 1) + (
+            f" One row per frequency band ({', '.join(bands)}): the bands view was scored, "
+            "a target per channel and band.")
     return fig, text
