@@ -137,6 +137,9 @@ class ShallowConvNetClassifier:
     """:class:`encoders.shallow_convnet.ShallowConvNet` trained by ``fit_run``.
 
     Inputs are scaled by one number (the standard deviation of the training epochs).
+    The run lives in ``run_dir/shallow-convnet-<key>/``, ``key`` a hash of the settings
+    and of the training and validation data, so one ``run_dir`` serves every fold and a
+    changed setting never reuses an old run.
     Early stopping monitors the loss on ``val``; without ``val`` the run trains
     ``max_epochs`` epochs and keeps the epoch of lowest training loss. Training resumes from ``run_dir`` after a
     kill and is deterministic on the CPU (see :mod:`brainhead.train.trainer`).
@@ -161,6 +164,21 @@ class ShallowConvNetClassifier:
             return x
         codes = np.searchsorted(self.classes_, np.asarray(y, str))
         return x, torch.as_tensor(codes, dtype=torch.long)
+
+    def _run_key(self, X, y, val) -> str:
+        """Hash of the settings and of the training and validation data."""
+        import hashlib
+
+        from ..io.store import spec_hash
+
+        h = hashlib.sha256()
+        for arr in (X, np.asarray(y, str)) + (tuple(np.asarray(v) for v in val) if val else ()):
+            arr = np.ascontiguousarray(arr)
+            h.update(str(arr.shape).encode() + str(arr.dtype).encode())
+            h.update(arr.tobytes() if arr.dtype.kind != "U" else "\x1f".join(arr.ravel()).encode())
+        settings = {k: v for k, v in vars(self).items()
+                    if not k.endswith("_") and k not in ("run_dir", "device")}
+        return spec_hash({"settings": settings, "data": h.hexdigest()})
 
     def fit(self, X, y, val=None):
         import warnings
@@ -195,9 +213,12 @@ class ShallowConvNetClassifier:
                           batch_size=self.batch_size, monitor="val_loss", monitor_mode="min",
                           lr=self.lr, seed=self.seed, device=self.device, progress=False)
         with tempfile.TemporaryDirectory() as tmp:
-            run_dir = Path(self.run_dir) if self.run_dir is not None else Path(tmp)
+            # one folder per (settings, data): a rerun resumes or reuses only its own run
+            run_dir = (Path(self.run_dir) if self.run_dir is not None else Path(tmp)) / (
+                f"shallow-convnet-{self._run_key(X, y, val)}")
             self.fit_info_ = fit_run(module, train, val_loader, run_dir, cfg,
                                      name="shallow_convnet")
+            self.fit_info_["dir"] = str(run_dir) if self.run_dir is not None else None
         self.net_.eval()
         return self
 
