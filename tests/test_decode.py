@@ -263,9 +263,19 @@ def test_shallow_convnet_learns_and_is_deterministic(tmp_path, one_torch_thread)
         est = ShallowConvNetClassifier(**kw, run_dir=tmp_path / f"r{k}")
         est.fit(X[:50], y[:50], val=(X[50:60], y[50:60]))
         probas.append(est.predict_proba(X[60:]))
-        assert (tmp_path / f"r{k}" / "done.json").is_file()
+        assert len(list((tmp_path / f"r{k}").glob("shallow-convnet-*/done.json"))) == 1
+        assert not est.fit_info_.get("reused")
     np.testing.assert_array_equal(probas[0], probas[1])
     assert (np.array(["a", "b"])[probas[0].argmax(1)] == y[60:]).mean() >= 0.75
+    # the same settings and data reuse the finished run; another setting trains anew
+    again = ShallowConvNetClassifier(**kw, run_dir=tmp_path / "r0")
+    again.fit(X[:50], y[:50], val=(X[50:60], y[50:60]))
+    assert again.fit_info_["reused"]
+    np.testing.assert_array_equal(again.predict_proba(X[60:]), probas[0])
+    other = ShallowConvNetClassifier(**{**kw, "n_filters": 4}, run_dir=tmp_path / "r0")
+    other.fit(X[:50], y[:50], val=(X[50:60], y[50:60]))
+    assert not other.fit_info_.get("reused")
+    assert len(list((tmp_path / "r0").glob("shallow-convnet-*/done.json"))) == 2
 
 
 # --------------------------------------------------------------------------- a decode study
