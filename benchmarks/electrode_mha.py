@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: The settings that the demo can afford, and the paper's (RBTransformer's) defaults.
 SETTINGS = {
     "demo": {"d_model": 32, "n_blocks": 1, "n_heads": 2, "dropout": 0.0, "lr": 5e-3,
-             "max_epochs": 20, "patience": 5, "batch_size": 64},
+             "max_epochs": 20, "patience": 5, "batch_size": 32},
     "paper": {"d_model": 128, "n_blocks": 4, "n_heads": 6, "dropout": 0.1, "lr": 1e-3,
               "max_epochs": 100, "patience": 10, "batch_size": 32},
 }

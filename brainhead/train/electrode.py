@@ -36,13 +36,15 @@ For the decoding stage (notes for its callers)
   ``"<subject>:<name>"`` with ``identity="coords"`` (contacts are subject-specific),
   in order of first appearance in ``trials``.
 - Small settings for a fast demo: ``d_model=32, n_blocks=1, n_heads=2, dropout=0.0,
-  lr=5e-3, max_epochs=20, patience=5, batch_size=64`` (14k parameters). Measured on one
-  thread of a loaded 2-core machine (``benchmarks/electrode_mha.py``): about 2.2 s per
-  leave-one-subject-out fold of 3 simulated EEG subjects x 150 trials x 32 channels x 5
-  bands, 1 s per within-subject fold (96 training trials), 0.6-0.8 s per sEEG fold; the
-  paper's defaults take about 57 s per EEG fold. More than a quarter of a small fit is
-  the checkpoint that ``fit_run`` writes every epoch, so the cost grows with epochs, not
-  with trials: fewer folds save more than smaller models.
+  lr=5e-3, max_epochs=20, patience=5, batch_size=32`` (14k parameters; with batches of
+  64 the attention no longer concentrated on the planted group of the simulated EEG).
+  Measured on one thread of a loaded 2-core machine (``benchmarks/electrode_mha.py``):
+  about 2 s per leave-one-subject-out fold of 3 simulated EEG subjects x 150 trials x 32
+  channels x 5 bands, 1.3 s per within-subject fold (96 training trials), 0.9-1.8 s per
+  sEEG fold; the paper's defaults take about 57 s per EEG fold. More than a quarter of a
+  small fit is the checkpoint that ``fit_run`` writes every epoch and a seventh is
+  Lightning's validation pass, so the cost grows with epochs more than with trials:
+  fewer folds save more than smaller models.
 """
 
 from __future__ import annotations
