@@ -216,6 +216,26 @@ class VoxelCrossAttention(nn.Module):
         z = torch.einsum(f"blhe,{mix}->bshe", v, attn)
         return rearrange(z, "b s h e -> b s (h e)")
 
+    def layer_terms(self, features, subject: str, targets: torch.Tensor | None = None
+                    ) -> torch.Tensor:
+        """Each layer's term of the predictions: attention times that layer's read-out.
+
+        ``forward`` equals ``layer_terms(...).sum(-1) + readout_b`` (without dropout), so
+        how much each layer drives a target's predicted response can be read off these
+        terms, whatever the attention weight alone says (a layer with a large weight but
+        values that the read-out ignores contributes little).
+
+        Returns
+        -------
+        terms : Tensor, shape (B, S, L)
+        """
+        _, v, attn = self._attend(features, subject, targets)
+        w = self.readout_w[subject] if targets is None else self.readout_w[subject][targets]
+        readout = torch.einsum("blhe,she->bshl", v,
+                               rearrange(w, "s (h e) -> s h e", h=self.n_heads))
+        mix = "shl" if attn.ndim == 3 else "bshl"
+        return torch.einsum(f"bshl,{mix}->bsl", readout, self.dropout(attn))
+
     def forward(self, features, subject: str, targets: torch.Tensor | None = None, *,
                 return_attention: bool = False):
         """Predict the responses of ``subject``'s targets to a batch of stimuli.

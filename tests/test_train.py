@@ -369,6 +369,38 @@ def test_attended_vectors_times_readouts_are_the_predictions(keys):
         torch.testing.assert_close(net(x, "a", t), expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("keys", ["layer", "token"])
+def test_layer_terms_sum_to_the_predictions(keys):
+    torch.manual_seed(1)
+    net = VoxelCrossAttention({"a": 7}, [6, 6, 6, 6], d_model=8, n_heads=2, keys=keys).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_()
+        x = torch.randn(5, 4, 6)
+        t = torch.tensor([1, 2, 6])
+        terms = net.layer_terms(x, "a", t)
+        assert terms.shape == (5, 3, 4)
+        torch.testing.assert_close(net(x, "a", t), terms.sum(-1) + net.readout_b["a"][t, 0],
+                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(net.layer_terms(x, "a")[:, t], terms)
+
+
+def test_layer_shares_of_the_prediction_variance():
+    from brainhead.train.voxel import variance_shares
+
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((40, 2))
+    # target 0: layer 1 alone drives it; target 1: layers 0 and 2 equally, layer 1 adds a
+    # constant (no variance, no share)
+    terms = np.zeros((40, 2, 3))
+    terms[:, 0, 1] = base[:, 0]
+    terms[:, 1, 0] = terms[:, 1, 2] = base[:, 1]
+    terms[:, 1, 1] = 5.0
+    shares = variance_shares(terms)
+    np.testing.assert_allclose(shares, [[0, 1, 0], [0.5, 0, 0.5]], atol=1e-12)
+    np.testing.assert_allclose(variance_shares(np.ones((4, 1, 2))), [[np.nan, np.nan]])
+
+
 def test_refit_readouts_changes_only_that_subjects_readouts():
     from brainhead.train.readout import refit_readouts
 

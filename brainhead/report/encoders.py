@@ -26,8 +26,8 @@ the same outer folds as ridge{% if not enc.folds_match %} (<b>not</b> fold-match
 subjects share no stimulus-grouped split, see summary.json){% endif %}. Encoder r: held-out
 Pearson r averaged over a region's targets; random: the same encoder trained on the features
 of the random-weights model. Ridge r: held-out r of ridge at its best layer (chosen on
-training folds). Profile peak: the layer with the largest mean attention weight in the
-region.{% if has_truth %} Planted: the layer that drives the region in the simulation.{% endif %}
+training folds). Profile peak: the layer that contributes most to the region's held-out
+predicted responses (its attention-weighted read-out's share of their variance).{% if has_truth %} Planted: the layer that drives the region in the simulation.{% endif %}
 {{ enc.n_runs }} training runs on {{ enc.device }}, {{ "%.0f"|format(enc.seconds) }} s.</p>
 <table class="bh"><tr><th>subject</th><th>region</th><th>encoder r</th><th>random-feature r</th>
 <th>ridge r (best layer)</th><th>encoder / ridge</th><th>profile peak</th><th>ridge best layer</th>
@@ -79,7 +79,8 @@ def encoder_sections(model_dirs, best: pd.DataFrame, truth: dict | None) -> list
                 continue
             prof = profile[(profile["subject"] == row.subject) & (profile["region"] == row.region)
                            & (profile["control"] == "trained")]
-            peak = int(prof.loc[prof["weight"].idxmax(), "layer"]) if not prof.empty else -1
+            measure = "contribution" if "contribution" in prof else "weight"
+            peak = int(prof.loc[prof[measure].idxmax(), "layer"]) if not prof.empty else -1
             key = (row.subject, row.region)
             ridge = (float(best_idx.loc[key, "score"]) if best_idx is not None
                      and key in best_idx.index else np.nan)
@@ -129,9 +130,13 @@ def voxel_xattn_section(report: ReportBuilder, ctx: ReportContext) -> None:
             profile_figure(enc["profile"], enc["planted"]),
             figure_name(FAMILY, modality, "all-subjects", "all-regions", "attention_layer-profile"),
             f"{modality}: layer profiles",
-            f"Layer profile of the voxel encoder ({modality}): attention weight over the "
-            f"layers of {enc['model']}, averaged over held-out stimuli and a region's "
-            "targets, per subject (thin lines) and their mean (thick); trained features"
+            f"Layer profiles of the voxel encoder ({modality}) over the layers of "
+            f"{enc['model']}, per subject (thin lines) and their mean (thick), trained "
+            "features. Left: each layer's share of the variance of the held-out predicted "
+            "responses (its attention-weighted read-out), averaged over a region's targets. "
+            "Right: the attention weight, averaged over held-out stimuli and the region's "
+            "targets; neighbouring layers carry similar features, so attention can split "
+            "between layers that the read-out then uses unequally"
             + ("; dotted lines: planted layers." if enc["planted"] else "."),
             section=section, tags=tags)
         if not enc["transfer"].empty:

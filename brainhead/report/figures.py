@@ -253,26 +253,34 @@ def cross_modal(curves: pd.DataFrame, metric: str = "r", quantiles=(0.25, 0.75))
 
 
 def profile_figure(profile: pd.DataFrame, planted: dict[str, int]):
-    """Voxel-encoder layer profiles: per subject (thin) and their mean (thick) per region."""
+    """Voxel-encoder layer profiles: per subject (thin) and their mean (thick) per region;
+    each layer's contribution to the predictions (left, when recorded) and the attention
+    weight (right)."""
     plt = pyplot()
     trained = profile[(profile["control"] == "trained") & (profile["region"] != "all")]
     regions = sorted(set(trained["region"]))
-    fig, ax = plt.subplots(figsize=(5.0, 3.0))
+    measures = [("contribution", "share of predicted variance"),
+                ("weight", "attention weight")]
+    measures = [m for m in measures if m[0] in trained]
+    fig, axes = plt.subplots(1, len(measures), figsize=(5.0 * len(measures), 3.0),
+                             squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for k, region in enumerate(regions):
-        color = colors[k % len(colors)]
-        grp = trained[trained["region"] == region]
-        for _, sub in grp.groupby("subject"):
-            sub = sub.sort_values("layer")
-            ax.plot(sub["layer"], sub["weight"], color=color, lw=0.6, alpha=0.5)
-        mean = grp.groupby("layer")["weight"].mean()
-        ax.plot(mean.index, mean.to_numpy(), color=color, lw=2, marker="o", ms=3, label=region)
-        if region in planted:
-            ax.axvline(planted[region], color=color, lw=1, ls=":")
-    ax.set_xlabel("layer (0 = embeddings)", fontsize=8)
-    ax.set_ylabel("attention weight", fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.legend(fontsize=7)
+    for ax, (column, label) in zip(axes[0], measures):
+        for k, region in enumerate(regions):
+            color = colors[k % len(colors)]
+            grp = trained[trained["region"] == region]
+            for _, sub in grp.groupby("subject"):
+                sub = sub.sort_values("layer")
+                ax.plot(sub["layer"], sub[column], color=color, lw=0.6, alpha=0.5)
+            mean = grp.groupby("layer")[column].mean()
+            ax.plot(mean.index, mean.to_numpy(), color=color, lw=2, marker="o", ms=3,
+                    label=region)
+            if region in planted:
+                ax.axvline(planted[region], color=color, lw=1, ls=":")
+        ax.set_xlabel("layer (0 = embeddings)", fontsize=8)
+        ax.set_ylabel(label, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 

@@ -9,8 +9,14 @@ jointly on every subject of one modality and writes, under
     features, and the same architecture's ``random``-weights features through the same
     encoder), on the outer folds of :mod:`brainhead.align` (same stimuli per fold).
 ``layer_profile.tsv``
-    The encoder's attention over layers, averaged over heads, held-out stimuli and a
-    region's targets: a model-derived layer-alignment map.
+    A model-derived layer-alignment map per region: ``weight``, the encoder's attention
+    over layers averaged over heads, held-out stimuli and the region's targets; and
+    ``contribution``, each layer's share of the variance of the targets' held-out
+    predicted responses (:func:`variance_shares` of the attention-weighted read-out of
+    each layer), averaged over the region's targets. Neighbouring transformer layers
+    carry similar features, so attention can split its weight between layers that the
+    read-out then uses unequally; the contribution says which layer the predictions
+    actually come from.
 ``transfer.tsv``
     New-subject transfer: every shared parameter frozen, only a held-out subject's
     target embeddings and read-outs learnt from a fraction ``k`` of its training
@@ -62,6 +68,33 @@ def _r(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
     from ..align.ridge import pearson_r
 
     return pearson_r(pred.astype(np.float64), y.astype(np.float64))
+
+
+def variance_shares(terms: np.ndarray) -> np.ndarray:
+    """Each layer's share of the variance of a target's predicted response.
+
+    With the prediction ``p = sum_l t_l`` (plus a constant), ``cov(t_l, p) / var(p)``
+    sums to 1 over layers: the part of the predicted response that each layer's term
+    carries (a layer can take a negative share when its term works against the others).
+    Targets whose prediction does not vary get NaN.
+
+    Parameters
+    ----------
+    terms : ndarray, shape (n_stimuli, n_targets, n_layers)
+        :meth:`encoders.voxel_xattn.VoxelCrossAttention.layer_terms` over stimuli.
+
+    Returns
+    -------
+    shares : ndarray, shape (n_targets, n_layers)
+    """
+    terms = np.asarray(terms, dtype=np.float64)
+    centred = terms - terms.mean(0)
+    pred = centred.sum(-1)
+    var = (pred ** 2).sum(0)
+    cov = np.einsum("bsl,bs->sl", centred, pred)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(var[:, None] > 1e-12 * max(1.0, float(var.max(initial=0.0))),
+                        cov / var[:, None], np.nan)
 
 
 class VoxelEncoderExperiment(JointExperiment):
@@ -173,13 +206,29 @@ class VoxelEncoderExperiment(JointExperiment):
         pred = torch.cat(preds, 1).numpy()
         return data.unstandardise(subject, pred), torch.cat(attns, 0).numpy()
 
+    def contributions(self, module: EncoderModule, data: EncodingData, subject: str,
+                      stimuli: Sequence[str]) -> np.ndarray:
+        """Each layer's share of the variance of every target's predicted response on
+        these stimuli (:func:`variance_shares`), shape (n_targets, n_layers)."""
+        net = module.net.to(self.device).eval()
+        x = data.features[torch.from_numpy(data.feature_rows(subject, stimuli))].to(self.device)
+        n_t = data.Y[subject].shape[1]
+        chunk = max(1, 2 ** 22 // max(1, len(stimuli) * net.n_heads * len(data.layer_dims)))
+        shares = []
+        with torch.no_grad():
+            for t0 in range(0, n_t, chunk):
+                t = torch.arange(t0, min(t0 + chunk, n_t), device=self.device)
+                shares.append(variance_shares(net.layer_terms(x, subject, t).float().cpu()
+                                              .numpy()))
+        return np.concatenate(shares, 0)
+
     # ------------------------------------------------------------------ experiments
     def cross_validate(self) -> dict:
         """Joint training on every outer fold, for each feature control."""
         out = {}
         for control in self.features:
-            per = {s: {"pred": np.zeros_like(sub.Y), "r_folds": [], "attn": 0.0}
-                   for s, sub in self.subjects.items()}
+            per = {s: {"pred": np.zeros_like(sub.Y), "r_folds": [], "attn": 0.0,
+                       "share": 0.0} for s, sub in self.subjects.items()}
             for fold in progress(range(self.n_folds), desc=f"{FAMILY} {control}"):
                 train, test = self.split(fold)
                 fit, val = self.fit_val(train, f"cv{fold}")
@@ -192,9 +241,12 @@ class VoxelEncoderExperiment(JointExperiment):
                     per[s]["pred"][rows] = pred
                     per[s]["r_folds"].append(_r(pred, self.truth(s, test[s])))
                     per[s]["attn"] = per[s]["attn"] + attn * len(test[s])
+                    share = self.contributions(module, data, s, test[s])
+                    per[s]["share"] = per[s]["share"] + share * len(test[s])
             for s, sub in self.subjects.items():
                 per[s]["r"] = np.nanmean(np.stack(per[s]["r_folds"]), axis=0)
                 per[s]["attn"] = per[s]["attn"] / len(sub.stim_id)
+                per[s]["share"] = per[s]["share"] / len(sub.stim_id)
             out[control] = per
         return out
 
@@ -303,12 +355,15 @@ def _write_outputs(exp: VoxelEncoderExperiment, cv: dict, transfer: list[dict],
             for reg in ["all", *sorted(set(sub.region))]:
                 cols = np.ones(sub.n_targets, bool) if reg == "all" else sub.region == reg
                 weights = res["attn"][cols].mean(0)
+                shares = np.nanmean(res["share"][cols], axis=0)
                 profile += [{"subject": s, "modality": modality, "region": reg,
-                             "control": control, "layer": layer, "weight": float(w)}
-                            for layer, w in enumerate(weights)]
+                             "control": control, "layer": layer, "weight": float(w),
+                             "contribution": float(c)}
+                            for layer, (w, c) in enumerate(zip(weights, shares))]
             arrays.update({f"sub-{s}/pred_{control}": res["pred"].astype(np.float32),
                            f"sub-{s}/r_{control}": res["r"].astype(np.float32),
-                           f"sub-{s}/attention_{control}": res["attn"].astype(np.float32)})
+                           f"sub-{s}/attention_{control}": res["attn"].astype(np.float32),
+                           f"sub-{s}/contribution_{control}": res["share"].astype(np.float32)})
     for s, sub in exp.subjects.items():
         arrays.update({f"sub-{s}/stim_id": sub.stim_id,
                        f"sub-{s}/fold": np.array([exp.folds[x] for x in sub.stim_id]),
