@@ -385,3 +385,28 @@ def test_decode_stage_on_rest_versus_task(tmp_path, one_torch_thread):
     assert attrs["brainhead_step"] == "decode"
     key = "eeg/WithinSession/logvar_lda"
     assert len(preds[f"{key}/y_true"]) == 40 and preds[f"{key}/proba"].shape == (40, 2)
+
+
+def test_scores_match_scikit_learn():
+    from sklearn.metrics import (
+        accuracy_score,
+        balanced_accuracy_score,
+        cohen_kappa_score,
+        roc_auc_score,
+    )
+
+    rng = np.random.default_rng(4)
+    for k in (2, 3):
+        classes = np.array(["a", "b", "c"][:k])
+        y = classes[rng.integers(0, k, 50)]
+        proba = rng.random((50, k))
+        proba[np.arange(50), np.searchsorted(classes, y)] += rng.random(50)  # some skill
+        s = fold_scores(y, proba, classes, n_permutations=10)
+        pred = classes[proba.argmax(1)]
+        assert s["accuracy"] == pytest.approx(accuracy_score(y, pred))
+        assert s["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, pred))
+        assert s["kappa"] == pytest.approx(cohen_kappa_score(y, pred))
+        if k == 2:
+            assert s["roc_auc"] == pytest.approx(roc_auc_score(y == "b", proba[:, 1]))
+        else:
+            assert np.isnan(s["roc_auc"])

@@ -183,18 +183,35 @@ def _group_labels(rows, idx: np.ndarray, n_blocks: int, window_groups: str) -> n
 
 
 def _grouped_folds(y: np.ndarray, groups: np.ndarray, n_folds: int, seed: int):
-    """Stratified grouped k-fold (fewer folds when there are fewer groups)."""
-    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+    """Stratified grouped k-fold (fewer folds when there are fewer groups).
 
-    n_groups = len(np.unique(groups))
-    k = min(n_folds, n_groups)
+    Groups (one label each: a trial, a block of one run) are dealt to folds class by
+    class in a seeded random order, so every fold gets about the same number of groups
+    of each class (scikit-learn's StratifiedGroupKFold solves the general case, with
+    mixed-label groups, and is much slower).
+    """
+    from sklearn.model_selection import GroupKFold
+
+    names, inverse = np.unique(groups, return_inverse=True)
+    k = min(n_folds, len(names))
     if k < 2:
         return []
-    per_class = min(len(np.unique(groups[y == c])) for c in np.unique(y))
-    if per_class >= k:
-        cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed % 2**32)
-        return list(cv.split(np.zeros(len(y)), y, groups))
-    return list(GroupKFold(n_splits=k).split(np.zeros(len(y)), y, groups))
+    # the label of each group (its most frequent one)
+    classes, y_code = np.unique(y, return_inverse=True)
+    counts = np.zeros((len(names), len(classes)), int)
+    np.add.at(counts, (inverse, y_code), 1)
+    label = counts.argmax(1)
+    if (counts > 0).sum(1).max() > 1 or min(np.bincount(label, minlength=len(classes))) < k:
+        return list(GroupKFold(n_splits=k).split(np.zeros(len(y)), y, groups))
+    rng = np.random.default_rng(seed)
+    fold_of = np.empty(len(names), int)
+    start = 0
+    for c in range(len(classes)):
+        mine = rng.permutation(np.nonzero(label == c)[0])
+        fold_of[mine] = (start + np.arange(len(mine))) % k
+        start += len(mine)  # the next class continues where this one stopped
+    fold = fold_of[inverse]
+    return [(np.nonzero(fold != f)[0], np.nonzero(fold == f)[0]) for f in range(k)]
 
 
 # --------------------------------------------------------------------------- protocols
