@@ -410,3 +410,20 @@ def test_scores_match_scikit_learn():
             assert s["roc_auc"] == pytest.approx(roc_auc_score(y == "b", proba[:, 1]))
         else:
             assert np.isnan(s["roc_auc"])
+
+
+def test_epochs_band_and_window():
+    rng = np.random.default_rng(0)
+    rows = _rows(_table("01", ["a", "b"] * 4, n_times=50, rng=rng))  # 50 Hz, 0 to 0.98 s
+    before = rows.data["01"].epochs.copy()
+    rows.prepare_epochs(band=[5, 15], window=[0.2, 0.6])
+    d = rows.data["01"]
+    np.testing.assert_allclose(d.times, np.arange(10, 31) / 50.0)
+    assert d.epochs.shape == (8, 4, 21)
+    # a band-pass: less power than the broadband signal, and none at 0 Hz
+    assert d.epochs.var() < 0.6 * before.var() and abs(d.epochs.mean()) < 0.05
+    with pytest.raises(ValueError, match=r"study toy: sub-01 \(eeg\): key 'decode.epochs_band': "
+                                         r"\[5, 30\] Hz must have 0 <= low < high < 25 Hz"):
+        _rows(_table("01", ["a", "b"] * 4)).prepare_epochs(band=[5, 30])
+    with pytest.raises(ValueError, match=r"key 'decode.epochs_window': \[2, 3\] s is outside"):
+        _rows(_table("01", ["a", "b"] * 4)).prepare_epochs(window=[2, 3])

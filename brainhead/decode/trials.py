@@ -99,6 +99,39 @@ class DecodeRows:
         return [(s, self.local(idx, s)) for s in self.subjects
                 if np.any(self.subject[idx] == s)]
 
+    def prepare_epochs(self, band=None, window=None) -> DecodeRows:
+        """Band-pass (Hz) and then crop (s) every subject's raw epochs, in place.
+
+        ``decode.epochs_band`` and ``decode.epochs_window``; filtering comes first, on
+        the whole epoch, so the crop has no filter edges. Raises ValueError naming the
+        study, the subject and the key when the band is above the Nyquist frequency or
+        the window outside the epochs.
+        """
+        for s, d in self.data.items():
+            if d.epochs is None or (band is None and window is None):
+                continue
+            X, times = d.epochs, d.times
+            sfreq = 1.0 / float(times[1] - times[0])
+            who = f"study {self.study}: sub-{s} ({self.modality})"
+            if band is not None:
+                from mne.filter import filter_data
+
+                lo, hi = band
+                if not 0 <= lo < hi < sfreq / 2:
+                    raise ValueError(f"{who}: key 'decode.epochs_band': {list(band)} Hz must "
+                                     f"have 0 <= low < high < {sfreq / 2:g} Hz (the Nyquist "
+                                     f"frequency of the epochs at decode.epochs_sfreq)")
+                X = filter_data(X.astype(np.float64), sfreq, lo or None, hi,
+                                verbose="error").astype(np.float32)
+            if window is not None:
+                keep = (times >= window[0] - 1e-9) & (times <= window[1] + 1e-9)
+                if keep.sum() < 2:
+                    raise ValueError(f"{who}: key 'decode.epochs_window': {list(window)} s is "
+                                     f"outside the epochs ({times[0]:g} to {times[-1]:g} s)")
+                X, times = X[:, :, keep], times[keep]
+            d.epochs, d.times = np.ascontiguousarray(X), times
+        return self
+
     @classmethod
     def from_tables(cls, study: str, modality: str, tables, *, label: str = "y",
                     classes=None, windowed=None) -> DecodeRows:
@@ -193,8 +226,9 @@ def load_rows(study, modality: str, paths) -> DecodeRows:
     tables = [t for t in tables if t.modality == modality]
     windowed = {t.subject: study.subjects[t.subject].preprocess.get("epoching") == "fixed"
                 for t in tables if t.subject in study.subjects}
-    return DecodeRows.from_tables(study.name, modality, tables, label=decode["label"],
+    rows = DecodeRows.from_tables(study.name, modality, tables, label=decode["label"],
                                   classes=decode["classes"], windowed=windowed)
+    return rows.prepare_epochs(decode.get("epochs_band"), decode.get("epochs_window"))
 
 
 def responses_path(results_dir, subject: str) -> Path:
