@@ -38,14 +38,15 @@ def test_dry_run_lists_the_dag(tmp_path):
     proc = _snakemake(work, "-n", "--cores", "2")
     assert proc.returncode == 0, proc.stderr
     for rule, count in (("simulate", 1), ("preprocess", 8), ("features", 1), ("align", 8),
-                        ("summary", 1), ("train_voxel_xattn", 2), ("report", 1)):
+                        ("summary", 1), ("train_voxel_xattn", 2), ("train_memory_rnn", 2),
+                        ("report", 1)):
         assert any(line.split() == [rule, str(count)] for line in proc.stdout.splitlines()), rule
 
 
 def test_decoder_family_joins_the_dag_when_named(tmp_path):
     work = _copy_workflow(tmp_path)
     study = work / "data_specs" / "demo" / "study.yaml"
-    text = study.read_text().replace("families: [voxel_xattn]", "families: [voxel_xattn, adapters]")
+    text = study.read_text().replace("families: [voxel_xattn", "families: [voxel_xattn, adapters")
     study.write_text(text + "  adapters:\n    modalities: [fmri]\n")
     proc = _snakemake(work, "-n", "--cores", "2")
     assert proc.returncode == 0, proc.stderr
@@ -111,14 +112,17 @@ def test_demo_outputs(demo_run):
     assert summary["subject"].nunique() == 8
     assert set(summary["modality"]) == {"eeg", "seeg", "fmri"}
     html = (demo_run / "report.html").read_text()
-    # 8 subjects' layer curves and brain maps, the cross-modal figure, and per trained
-    # modality (fMRI, sEEG) a layer profile and a transfer curve
-    n_figures = 8 + 8 + 1 + 2 * 2
+    # 8 subjects' layer curves and brain maps, the cross-modal figure, per trained
+    # modality (fMRI, sEEG) a layer profile and a transfer curve, and per modality of the
+    # memory decoder (EEG, sEEG) its memory-depth curves
+    n_figures = 8 + 8 + 1 + 2 * 2 + 2
     figures = re.findall(r'<img class="figure-img[^>]*src="data:image/png;base64,', html)
     assert len(figures) == n_figures
     toc = re.findall(r'<a class="nav-link[^>]*>([^<]+)</a>', html)
     assert [t for t in toc if t.startswith("Voxel cross-attention encoder")] == [
         "Voxel cross-attention encoder: fmri", "Voxel cross-attention encoder: seeg"]
+    assert [t for t in toc if t.startswith("Memory RNN decoder")] == [
+        "Memory RNN decoder: eeg", "Memory RNN decoder: seeg"]
     for section in ("Overview", "Best layers", "Cross-modal", "Brain maps: eeg",
                     "Brain maps: fmri", "Brain maps: seeg", "Provenance"):
         assert section in toc, toc
