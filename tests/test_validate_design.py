@@ -42,24 +42,23 @@ PARAMS = {"view": "stimulus", "alphas_log10": [-1, 4, 6], "n_inner_splits": 3,
 # --------------------------------------------------------------------------- the shipped study
 @pytest.mark.skipif(not (SHARED_S001 / "S001").is_dir(),
                     reason="needs ../shared/data/eegmmidb-S001 (the shared test recordings)")
-def test_eegmmidb_stops_at_validate_with_degenerate_design(capsys):
-    """Whichever holds on main: eegmmidb is refused as an alignment study (until the
-    decoding issue turns it into a decoding study, when this test must change)."""
+def test_eegmmidb_is_a_decoding_study_that_validates(capsys):
+    """Whichever holds on main: since the decoding issue (10), eegmmidb decodes its
+    left/right labels with no stimuli table, and validate accepts it (as an alignment
+    study with a made-up stimuli table it was refused as a degenerate design)."""
     code = main(["validate", str(EEGMMIDB)])
-    err = capsys.readouterr().err
-    assert code == 1
-    line = next(p for p in err.splitlines() if "degenerate design" in p)
-    assert "data_specs/eegmmidb/study.yaml" in line
-    assert "key 'align.min_stimuli'" in line
-    assert "3 distinct stimuli" in line
-    assert "Traceback" not in err
-    # the subject itself is fine: its source is found, so only the design is reported
-    assert len([p for p in err.splitlines() if p.strip().startswith("- ")]) == 1
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "study 'eegmmidb' is valid: 1 subjects 1 eeg" in out.out
+    assert "degenerate design" not in out.err and "Traceback" not in out.err
+    assert not (EEGMMIDB / "stimuli.tsv").exists()
+    study = load_study(EEGMMIDB)
+    assert "stimuli" not in study.config and study.config["decode"]["classes"] == ["left", "right"]
 
 
 @pytest.mark.skipif(not (SHARED_S001 / "S001").is_dir(),
                     reason="needs ../shared/data/eegmmidb-S001 (the shared test recordings)")
-def test_eegmmidb_snakefile_refuses_before_any_job(tmp_path):
+def test_eegmmidb_snakefile_plans_decoding_without_alignment(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     shutil.copy2(REPO / "Snakefile", work / "Snakefile")
@@ -73,9 +72,14 @@ def test_eegmmidb_snakefile_refuses_before_any_job(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "-n",
                            "--configfile", "data_specs/eegmmidb/study.yaml"],
                           cwd=work, capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode != 0
-    assert "invalid study spec" in proc.stderr
-    assert "degenerate design" in proc.stderr and "align.min_stimuli" in proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    jobs = {line.split()[0]: line.split()[1] for line in proc.stdout.splitlines()
+            if len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert {k: jobs.get(k) for k in ("preprocess", "decode", "report")} == {
+        "preprocess": "1", "decode": "1", "report": "1"}, proc.stdout
+    # preprocessing -> decoding -> report: no features, alignment or training
+    assert not {"features", "align", "summary"} & set(jobs), jobs
+    assert "results/eegmmidb/decode/scores.tsv" in proc.stdout
     assert not (work / "results").exists()
 
 
