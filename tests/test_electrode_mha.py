@@ -284,6 +284,30 @@ def test_names_share_embeddings_across_subjects():
     assert torch.count_nonzero(clf.net_.name_embedding.weight[0]) == 0
 
 
+def test_batch_plans_repeat_by_epoch_and_fill_min_steps():
+    """An epoch's batches are a function of (seed, epoch) (so a resumed run sees the
+    same ones); ``min_steps`` makes whole extra passes, each row once per pass."""
+    import torch
+
+    from brainhead.train.electrode import _loader
+
+    tensors = {"x": torch.arange(64.0)[:, None], "y": torch.arange(64)}
+    plan = _loader(tensors, batch_size=32, shuffle=True, seed=3, min_steps=5)
+    assert len(plan) == 6  # 3 passes of 2 batches
+
+    def rows(epoch):
+        plan.sampler.set_epoch(epoch)
+        return [b["y"].tolist() for b in plan]
+
+    first = rows(0)
+    assert len(first) == 6 and all(len(b) == 32 for b in first)
+    counts = np.bincount(np.concatenate(first), minlength=64)
+    assert (counts == 3).all()
+    assert rows(0) == first and rows(1) != first
+    val = _loader(tensors, batch_size=256, shuffle=False, seed=0, min_steps=5)
+    assert [b["y"].tolist() for b in val] == [list(range(64))]
+
+
 def test_braindecode_style_construction_from_chs_info():
     """``ElectrodeMHA(n_chans, n_outputs, n_times, chs_info=..., sfreq=...)`` as
     braindecode models are built; forward takes a plain (batch, n_chans, n_bands) tensor."""

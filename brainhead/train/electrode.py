@@ -44,7 +44,9 @@ For the decoding stage (notes for its callers)
   sEEG fold; the paper's defaults take about 57 s per EEG fold. More than a quarter of a
   small fit is the checkpoint that ``fit_run`` writes every epoch and a seventh is
   Lightning's validation pass, so the cost grows with epochs more than with trials:
-  fewer folds save more than smaller models.
+  fewer folds save more than smaller models. ``min_steps_per_epoch=6`` makes small
+  folds (64-96 training trials) take 2-3 passes per epoch: simulated sEEG within-subject
+  accuracy rose from 0.68 to 0.95 for about 1.5 times the time.
 """
 
 from __future__ import annotations
@@ -197,8 +199,10 @@ def _module_class():
         kept one).
         """
 
-        def __init__(self, net, *, lr, weight_decay, label_smoothing, max_epochs):
+        def __init__(self, net, *, lr, weight_decay, label_smoothing, max_epochs,
+                     log_epochs=False):
             super().__init__()
+            self.log_epochs = bool(log_epochs)
             self.net = net
             self.lr, self.weight_decay = float(lr), float(weight_decay)
             self.label_smoothing, self.max_epochs = float(label_smoothing), int(max_epochs)
@@ -218,8 +222,9 @@ def _module_class():
                                    label_smoothing=self.label_smoothing)
             n = len(batch["y"])
             self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=n)
-            self.log("epochs_done", float(self.current_epoch + 1), on_step=False,
-                     on_epoch=True, batch_size=n)
+            if self.log_epochs:
+                self.log("epochs_done", float(self.current_epoch + 1), on_step=False,
+                         on_epoch=True, batch_size=n)
             return loss
 
         def validation_step(self, batch, batch_idx):
@@ -244,14 +249,20 @@ def _module_class():
 _ElectrodeModule = None
 
 
-def _loader(tensors: dict, *, batch_size: int, shuffle: bool, seed: int):
-    """A DataLoader of dict batches over row-index plans drawn from (seed, epoch)."""
+def _loader(tensors: dict, *, batch_size: int, shuffle: bool, seed: int, min_steps: int = 1):
+    """A DataLoader of dict batches over row-index plans drawn from (seed, epoch).
+
+    An epoch is as many passes over the rows (each in its own order) as make at least
+    ``min_steps`` batches.
+    """
     import torch
     from torch.utils.data import DataLoader, Dataset, Sampler
 
     from .trainer import epoch_seed
 
     n = len(tensors["y"])
+    per_pass = (n + batch_size - 1) // batch_size
+    passes = max(1, -(-int(min_steps) // per_pass)) if shuffle else 1
 
     class Plan(Sampler):
         def __init__(self):
@@ -262,12 +273,13 @@ def _loader(tensors: dict, *, batch_size: int, shuffle: bool, seed: int):
 
         def __iter__(self):
             rng = np.random.default_rng(epoch_seed(seed, self.epoch, "electrode-batches"))
-            order = rng.permutation(n) if shuffle else np.arange(n)
-            for start in range(0, n, batch_size):
-                yield torch.from_numpy(np.sort(order[start:start + batch_size]))
+            for _ in range(passes):
+                order = rng.permutation(n) if shuffle else np.arange(n)
+                for start in range(0, n, batch_size):
+                    yield torch.from_numpy(np.sort(order[start:start + batch_size]))
 
         def __len__(self):
-            return (n + batch_size - 1) // batch_size
+            return passes * per_pass
 
     class Rows(Dataset):
         def __getitem__(self, rows):
@@ -310,6 +322,11 @@ class ElectrodeAttentionClassifier(ClassifierMixin, BaseEstimator):
     max_epochs, batch_size, patience : int
         ``patience``: epochs without a lower validation loss before stopping (with
         ``val`` only).
+    min_steps_per_epoch : int
+        An epoch makes as many passes over the training trials (each in its own order)
+        as give at least this many steps. Each epoch ends with a validation pass and a
+        checkpoint, which cost more than a step of a small model on few trials; several
+        passes per epoch make fewer of them for the same number of steps.
     seed : int
         Initial weights, batch order and dropout are functions of the seed (and epoch).
     device : {"auto", "cpu", "cuda"}
@@ -338,13 +355,15 @@ class ElectrodeAttentionClassifier(ClassifierMixin, BaseEstimator):
                  dropout: float = 0.1, n_freqs: int = 32, coord_length: float = 0.03,
                  lr: float = 1e-3, weight_decay: float = 1e-2, label_smoothing: float = 0.1,
                  max_epochs: int = 100, batch_size: int = 32, patience: int = 10,
-                 seed: int = 0, device: str = "auto", run_dir=None, progress: bool = False):
+                 min_steps_per_epoch: int = 1, seed: int = 0, device: str = "auto",
+                 run_dir=None, progress: bool = False):
         self.identity = identity
         self.d_model, self.n_blocks, self.n_heads, self.d_head = d_model, n_blocks, n_heads, d_head
         self.ff_mult, self.dropout = ff_mult, dropout
         self.n_freqs, self.coord_length = n_freqs, coord_length
         self.lr, self.weight_decay, self.label_smoothing = lr, weight_decay, label_smoothing
         self.max_epochs, self.batch_size, self.patience = max_epochs, batch_size, patience
+        self.min_steps_per_epoch = min_steps_per_epoch
         self.seed, self.device, self.run_dir, self.progress = seed, device, run_dir, progress
 
     # ------------------------------------------------------------------ fitting
@@ -479,6 +498,7 @@ class ElectrodeAttentionClassifier(ClassifierMixin, BaseEstimator):
                     "lr": self.lr, "weight_decay": self.weight_decay,
                     "label_smoothing": self.label_smoothing, "max_epochs": self.max_epochs,
                     "batch_size": self.batch_size, "patience": self.patience,
+                    "min_steps_per_epoch": self.min_steps_per_epoch,
                     "seed": self.seed, "classes": self.classes_.tolist()}
         h = hashlib.sha256(spec_hash(settings).encode())
         _data_hash(h, trials, y)
@@ -493,7 +513,7 @@ class ElectrodeAttentionClassifier(ClassifierMixin, BaseEstimator):
             **self._model_settings())
         module = _module_class()(self.net_, lr=self.lr, weight_decay=self.weight_decay,
                                  label_smoothing=self.label_smoothing,
-                                 max_epochs=self.max_epochs)
+                                 max_epochs=self.max_epochs, log_epochs=val is None)
         cfg = TrainConfig(max_epochs=int(self.max_epochs), batch_size=int(self.batch_size),
                           patience=int(self.patience) if val is not None
                           else int(self.max_epochs) + 1,
@@ -502,7 +522,8 @@ class ElectrodeAttentionClassifier(ClassifierMixin, BaseEstimator):
                           lr=self.lr, weight_decay=self.weight_decay, seed=int(self.seed),
                           device=self.device, progress=bool(self.progress))
         train_loader = _loader(train, batch_size=cfg.batch_size, shuffle=True,
-                               seed=epoch_seed(cfg.seed, 0, f"batches:{key}"))
+                               seed=epoch_seed(cfg.seed, 0, f"batches:{key}"),
+                               min_steps=int(self.min_steps_per_epoch))
         val_loader = (_loader(val_t, batch_size=max(cfg.batch_size, 256), shuffle=False,
                               seed=0) if val_t is not None else None)
         tmp = None
