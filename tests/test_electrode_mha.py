@@ -284,6 +284,45 @@ def test_names_share_embeddings_across_subjects():
     assert torch.count_nonzero(clf.net_.name_embedding.weight[0]) == 0
 
 
+def test_errors_name_the_problem():
+    from brainhead.train.electrode import ElectrodeAttentionClassifier, ElectrodeTrials
+
+    trials, y = simulate_eeg(n_subjects=2, n_trials=10, n_chans=6)
+    clf = ElectrodeAttentionClassifier(**{**SMALL, "max_epochs": 1})
+    with pytest.raises(RuntimeError, match="not fitted yet"):
+        clf.predict(trials)
+    with pytest.raises(ValueError, match="uses coordinates and these trials have none"):
+        clone_with(clf, identity="coords").fit(trials, y)
+    with pytest.raises(ValueError, match="fit: 20 trials but 19 labels"):
+        clf.fit(trials, y[:-1])
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        clf.fit(trials, np.full(len(y), "left"))
+    empty = ElectrodeTrials(trials.X, trials.mask.copy(), trials.names, None, trials.subject)
+    empty.mask[13] = False
+    with pytest.raises(ValueError, match="trial 13 \\(subject s1\\) has no electrode"):
+        clf.fit(empty, y)
+    nan = ElectrodeTrials(trials.X.copy(), trials.mask, trials.names, None, trials.subject)
+    nan.X[4, 2, 1] = np.nan
+    with pytest.raises(ValueError, match="non-finite band features in trial 4 \\(subject s0"):
+        clf.fit(nan, y)
+    seeg, y_seeg, _ = simulate_seeg(n_subjects=1, n_trials=10)
+    seeg.coords[3, 5] = np.nan
+    with pytest.raises(ValueError, match="subject p0, channel 'c5' has no finite coordinates"):
+        clf.fit(seeg, y_seeg)
+    clf.fit(trials, y)
+    with pytest.raises(ValueError, match="predict: 3 bands, the model was fitted on 5"):
+        clf.predict(ElectrodeTrials.from_arrays([("x", np.zeros((2, 4, 3)), list("abcd"),
+                                                  None)]))
+    with pytest.raises(ValueError, match=r"labels \['up'\] are not among"):
+        clf.attention_maps(trials.take([0, 1]), np.array(["up", "left"]))
+
+
+def clone_with(est, **params):
+    from sklearn.base import clone
+
+    return clone(est).set_params(**params)
+
+
 def test_batch_plans_repeat_by_epoch_and_fill_min_steps():
     """An epoch's batches are a function of (seed, epoch) (so a resumed run sees the
     same ones); ``min_steps`` makes whole extra passes, each row once per pass."""

@@ -397,7 +397,7 @@ class ElectrodeAttentionClassifier(ClassifierMixin, BaseEstimator):
             if missing.any():
                 i, j = map(int, np.argwhere(missing)[0])
                 raise ValueError(f"{where}: subject {trials.subject[i]}, channel "
-                                 f"{trials.names[i, j]!r} has no finite coordinates")
+                                 f"{str(trials.names[i, j])!r} has no finite coordinates")
 
     def _identity(self, trials: ElectrodeTrials) -> str:
         if self.identity not in ("auto", "name", "coords"):
@@ -462,6 +462,7 @@ class ElectrodeAttentionClassifier(ClassifierMixin, BaseEstimator):
 
         # Lightning 2.6 calls a torch API that torch 2.13 deprecates, once per batch.
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        warnings.filterwarnings("ignore", message=".*`srun` command is available.*")
         # without `val`, no validation loop is intended
         warnings.filterwarnings("ignore", message=".*`validation_step` but have no `val_dataloader`.*")
         for attr in ("n_bands_", "identity_"):
@@ -579,6 +580,7 @@ class ElectrodeAttentionClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, trials: ElectrodeTrials) -> np.ndarray:
         """The most probable class of each trial."""
+        self._check_fitted()
         return self.classes_[self.predict_proba(trials).argmax(1)]
 
     def attention_maps(self, trials: ElectrodeTrials, y, *, per_block: bool = False) -> dict:
@@ -597,6 +599,7 @@ class ElectrodeAttentionClassifier(ClassifierMixin, BaseEstimator):
             n_names) or, with ``per_block``, (n_blocks, n_classes, n_names, n_names); NaN
             where a pair never occurs in a trial of the class.
         """
+        self._check_fitted()
         y = np.asarray(y)
         if len(y) != len(trials):
             raise ValueError(f"attention_maps: {len(trials)} trials but {len(y)} labels")
