@@ -198,6 +198,10 @@ def test_fit_predict_eeg_leave_one_subject_out_and_attention_on_planted_group():
     received = maps["maps"].mean(axis=(0, 1))  # mean attention that each key receives
     planted = np.isin(names, [f"E{i:02d}" for i in PLANTED_EEG])
     assert received[planted].min() > received[~planted].max(), received
+    blocks = clf.attention_maps(trials.take(test), y[test], per_block=True)
+    assert blocks["maps"].shape == (1, 2, 30, 30)  # one block
+    assert np.allclose(blocks["maps"][0], maps["maps"])
+    assert (blocks["counts"] == np.bincount(clf._encode(y[test]))[:, None, None]).all()
 
 
 def test_coordinates_embed_an_unseen_subjects_contacts():
