@@ -7,8 +7,8 @@
 - curriculum training through ``fit_run``: the same seed gives the same stages, metrics
   and timescales bit for bit, and a curriculum killed with SIGKILL in the middle of a
   stage resumes from that stage's last checkpoint and ends where an uninterrupted one
-  ends. The kill test runs this file as the child (``python tests/test_memory_rnn.py
-  ROOT``), with the process helpers of ``test_train_resume``.
+  ends. The killed process runs this file (``python tests/test_memory_rnn.py ROOT``),
+  with the process helpers of ``test_train_resume``; the rerun is in the test process.
 """
 
 from __future__ import annotations
@@ -331,42 +331,56 @@ def train_in(root: Path) -> dict:
                 (root / "paused").write_text(f"{self.curriculum.n}:{self.current_epoch}")
                 time.sleep(3000)
 
+    original, threads = memory.MemoryTaskModule, torch.get_num_threads()
     memory.MemoryTaskModule = Recording
     torch.set_num_threads(1)
-    res = memory.run_curriculum("parity", "multi", root / "run", SMALL, _cfg())
+    try:
+        res = memory.run_curriculum("parity", "multi", root / "run", SMALL, _cfg())
+    finally:
+        memory.MemoryTaskModule = original
+        torch.set_num_threads(threads)
     (root / "result.json").write_text(json.dumps(res))
     return res
 
 
-def test_sigkill_mid_stage_then_resume(multi_run, tmp_path):
-    from test_train_resume import _finish, _kill, _wait_for
-
-    _, reference = multi_run
-    root = tmp_path
+@pytest.fixture(scope="module", autouse=True)
+def held_child(tmp_path_factory):
+    """A training process started with the module (torch and Lightning load while the
+    other tests run); it waits, to be killed, after its first checkpoint of a stage."""
+    root = tmp_path_factory.mktemp("killed")
     (root / HOLD).write_text(json.dumps({"pause_after": 3}))
     here = Path(__file__).resolve()
     env = {**os.environ, "BRAINHEAD_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(here), str(root)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, cwd=here.parents[1])
+    yield root, proc
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
 
-    def start():
-        return subprocess.Popen([sys.executable, str(here), str(root)], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, env=env,
-                                cwd=here.parents[1])
 
-    proc = start()
+# The kill test comes last: its training process starts with the module and waits.
+def test_sigkill_mid_stage_then_resume(held_child, multi_run, caplog):
+    import logging
+
+    from test_train_resume import _kill, _wait_for
+
+    root, proc = held_child
+    _, reference = multi_run
     _wait_for(root / "paused", proc)
     _kill(proc)
     stage, epoch = (int(v) for v in (root / "paused").read_text().split(":"))
-    assert not (root / "result.json").exists()
+    assert epoch >= 1 and not (root / "result.json").exists()
     (root / HOLD).unlink()
-    out = _finish(start())
-    assert "resuming from" in out and "last.ckpt" in out
+    with caplog.at_level(logging.INFO, logger="brainhead"):
+        result = train_in(root)  # the same work again, here in the test process
+    assert "resuming from" in caplog.text and "last.ckpt" in caplog.text
     started = (root / "epochs.txt").read_text().split()
     assert started.count(f"{stage}:{epoch}") == 2  # the killed epoch ran again, nothing else
     assert len(started) == len(set(started)) + 1
-    result = json.loads((root / "result.json").read_text())
-    # through JSON both (it turns tuples into lists)
-    assert (json.loads(json.dumps(_comparable(result)))
-            == json.loads(json.dumps(_comparable(reference))))
+    # completed stages reused, the killed one resumed
+    assert [s["reused"] for s in result["stages"]][: stage - 2] == [True] * (stage - 2)
+    assert _comparable(result) == _comparable(reference)
     assert _metrics(root / "run") == _metrics(multi_run[0])
 
 
