@@ -3,10 +3,11 @@
 :class:`ElectrodeAttentionClassifier` trains :class:`encoders.electrode_mha.ElectrodeMHA`
 through :func:`brainhead.train.trainer.fit_run` (Lightning; a checkpoint every epoch;
 resume after a kill; weights-only loading; deterministic on the CPU) and offers a
-scikit-learn interface (``fit``, ``predict_proba``, ``predict``, ``score``,
-``classes_``, ``get_params``/``set_params``, :func:`sklearn.base.clone`) over :class:`ElectrodeTrials`: one token per electrode, its
-band features (the ``bands`` view of a response table, channels x bands), padded to the
-largest electrode count, with a mask, channel names and (sEEG/ECoG) MNI coordinates.
+scikit-learn interface (``fit``, ``predict_proba``, ``predict``, ``score``, ``classes_``,
+``get_params``/``set_params``, :func:`sklearn.base.clone`) over
+:class:`ElectrodeTrials`: one token per electrode, its band features (the ``bands`` view
+of a response table, channels x bands), padded to the largest electrode count, with a
+mask, channel names and (sEEG/ECoG) MNI coordinates.
 
 For the decoding stage (notes for its callers)
 ----------------------------------------------
@@ -29,6 +30,8 @@ For the decoding stage (notes for its callers)
   fold: a rerun of the same fit after a kill resumes, a finished one is reused, and a
   different fold never reuses another's run. ``run_dir=None``: a temporary folder,
   removed at the end of ``fit``.
+- Initial weights and batch order are drawn from ``seed`` and that key: the same seed,
+  settings and data give the same probabilities, bit for bit on the CPU.
 - ``attention_maps(trials, y)``: class-averaged electrode x electrode attention
   (averaged over trials of the class, heads and blocks; ``per_block=True`` keeps blocks).
   Rows are queries, columns keys; each trial's rows sum to one over its electrodes.
