@@ -246,3 +246,19 @@ def test_decoder_run_resumes_to_the_same_predictions(tmp_path, monkeypatch):
     resumed, info = first_fold(tmp_path / "cut")
     assert info["resumed"] is True and info["epochs"] == 9
     assert np.array_equal(resumed, reference)
+
+
+def test_condition_targets_from_the_stimulus_view():
+    from brainhead.train.memory import condition_targets
+
+    table = _table(True)
+    with pytest.raises(ValueError, match="no condition labels"):
+        condition_targets(table)
+    table.views["stimulus"].rows["y"] = np.array(["x", "y", "x"])
+    Y, ids = condition_targets(table)
+    assert ids.tolist() == ["a", "b", "c"]  # stimuli b, a, c with conditions x, y, x
+    assert Y.shape == (3, 2) and np.allclose(Y.mean(0), 0) and np.allclose(Y.std(0), 1)
+    assert np.allclose(Y[:, 0], -Y[:, 1]) and Y[0, 1] > 0 and Y[1, 0] > 0
+    table.views["stimulus"].rows["y"] = np.array(["x", "x", "x"])
+    with pytest.raises(ValueError, match="at least 2 conditions"):
+        condition_targets(table)

@@ -330,9 +330,10 @@ def run_curriculum(task: str, kind: str, out_dir: str | Path, params: Mapping | 
 FAMILY = "memory_rnn"
 
 #: Defaults of the study's ``train.memory_rnn`` section.
-DECODER_DEFAULTS = {"n_lags": 4, "layer": None, "n_components": 8, "window_s": [0.0, 1.2],
+DECODER_DEFAULTS = {"n_lags": 4, "target": "features", "layer": None, "n_components": 8,
+                    "window_s": [0.0, 1.2],
                     "bin_s": 0.2, "n_units": 32, "nonlinearity": "leaky_relu",
-                    "tau_init": 1.2, "epochs_per_stage": 4, "batch_size": 32,
+                    "tau_init": 1.2, "epochs_per_stage": 4, "batch_size": 32, "lr": None,
                     "curricula": ["single", "multi"],
                     "n_permutations": 200, "alpha": 0.05, "grad_clip": 1.0}
 
@@ -586,10 +587,15 @@ class MemoryDecoder:
         self.n_lags = int(self.p["n_lags"])
         index = {s: i for i, s in enumerate(np.asarray(feature_ids).astype(str))}
         missing = sorted(set(seq.stim_id.tolist()) - set(index))
-        if missing:
+        if missing and self.p["target"] == "features":
             raise ValueError(f"sub-{seq.subject}: stimuli {missing[:5]} of the response table "
                              f"have no features")
+        if missing:  # conditions come from the stimulus view, which may have dropped trials
+            logger.warning("%s sub-%s: %d stimuli have no condition label (not in the "
+                           "stimulus view); their labels are left out", FAMILY, seq.subject,
+                           len(missing))
         self.L = seq.lag_stimuli(self.n_lags)
+        self.L[np.isin(self.L, missing)] = ""
         self.valid = self.L != ""
         D = features.shape[1]
         self.Y = np.zeros((len(self.L), self.n_lags, D), np.float32)
@@ -644,7 +650,8 @@ class MemoryDecoder:
         net = MemoryRNN(X.shape[2], int(p["n_units"]), heads=heads, n_outputs=D,
                         nonlinearity=p["nonlinearity"], tau_init=p["tau_init"])
         eps = int(p["epochs_per_stage"])
-        module = StreamMemoryModule(net, kind, self.n_lags, eps, X[test_rows], lr=self.cfg.lr,
+        lr = self.cfg.lr if p["lr"] is None else float(p["lr"])
+        module = StreamMemoryModule(net, kind, self.n_lags, eps, X[test_rows], lr=lr,
                                     weight_decay=self.cfg.weight_decay,
                                     grad_clip=p["grad_clip"])
         n_epochs = eps * self.n_lags
@@ -786,6 +793,33 @@ def stimulus_features(features: np.ndarray, layer: int | None, n_components: int
     return (F_ / np.where(sd > 0, sd, 1.0)).astype(np.float32)
 
 
+def condition_targets(table) -> tuple[np.ndarray, np.ndarray]:
+    """The condition of every stimulus as standardised indicator columns (one per
+    condition), from the ``y`` of the table's ``stimulus`` view: decoding them is
+    regression on the indicators, scored by Pearson r (point-biserial) like features.
+
+    Returns
+    -------
+    Y : ndarray, shape (n_stimuli, n_conditions)
+    stim_ids : ndarray of str, shape (n_stimuli,)
+    """
+    where = f"sub-{table.subject} ({table.modality})"
+    rows = table.view("stimulus").rows
+    if "y" not in rows:
+        raise ValueError(f"{where}: train.memory_rnn.target is 'condition' but the stimulus "
+                         "view has no condition labels (rows['y'])")
+    pairs = dict(zip(np.asarray(rows["stim_id"]).astype(str), np.asarray(rows["y"]).astype(str)))
+    ids = np.array(sorted(pairs))
+    labels = np.array([pairs[s] for s in ids])
+    classes = np.unique(labels)
+    if len(classes) < 2:
+        raise ValueError(f"{where}: target 'condition' needs at least 2 conditions, got "
+                         f"{classes.tolist()}")
+    Y = (labels[:, None] == classes[None, :]).astype(np.float64)
+    Y = (Y - Y.mean(0)) / Y.std(0)
+    return Y.astype(np.float32), ids
+
+
 def decode_subject(seq: TrialSequences, features: np.ndarray, feature_ids, out_dir,
                    params: Mapping, cfg: TrainConfig) -> dict:
     """Memory-depth curves of one subject: per curriculum and lag, held-out r and null.
@@ -810,8 +844,9 @@ def train_memory_decoder(response_paths, features_path, out_dir, params: dict, *
 
     Each subject's trials are read as short sequences (:class:`TrialSequences`); a
     :class:`~encoders.memory_rnn.MemoryRNN` per subject, fold and curriculum reads out
-    the features (``train.memory_rnn``: PCA components of ``layer``) of the stimulus
-    presented 0..n_lags-1 trials back. Writes, in ``out_dir``
+    the features (``train.memory_rnn``: PCA components of ``layer``; or, with ``target:
+    condition``, the condition, :func:`condition_targets`) of the stimulus presented
+    0..n_lags-1 trials back. Writes, in ``out_dir``
     (``results/<study>/models/memory_rnn/<modality>``):
 
     ``memory_depth.tsv``
@@ -840,14 +875,22 @@ def train_memory_decoder(response_paths, features_path, out_dir, params: dict, *
     cfg = TrainConfig.from_params(params, seed)
     p = {**DECODER_DEFAULTS, **{k: v for k, v in params.get(FAMILY, {}).items()
                                 if k in DECODER_DEFAULTS}}
-    features, feature_ids, _ = read_features(features_path)
-    F_ = stimulus_features(features["trained"], p["layer"], p["n_components"])
+    if p["target"] not in ("features", "condition"):
+        raise ValueError(f"train.memory_rnn.target must be 'features' or 'condition', got "
+                         f"{p['target']!r}")
     tables = [read_responses(path) for path in response_paths]
+    targets = {}
+    if p["target"] == "features":
+        features, feature_ids, _ = read_features(features_path)
+        F_ = stimulus_features(features["trained"], p["layer"], p["n_components"])
+        targets = {t.subject: (F_, feature_ids) for t in tables}
+    else:
+        targets = {t.subject: condition_targets(t) for t in tables}
     seqs = [TrialSequences.from_table(t, p["window_s"], p["bin_s"]) for t in tables]
     modality = sorted({s.modality for s in seqs})
     curve, depth, units, runs = [], [], [], []
     for seq in progress(seqs, desc=f"{FAMILY} {'/'.join(modality)}"):
-        res = decode_subject(seq, F_, feature_ids, out_dir, p, cfg)
+        res = decode_subject(seq, *targets[seq.subject], out_dir, p, cfg)
         curve += res["curve"]
         units += res["units"]
         runs += res["runs"]
