@@ -10,6 +10,7 @@ from brainhead.align.rsa import (
     compare_rdms,
     compute_rdm,
     crossnobis_rdm,
+    ledoit_wolf_from_gram,
     rsa_per_region_layer,
     shrinkage_noise_cov,
 )
@@ -119,6 +120,35 @@ def test_crossnobis_shrinkage_uses_ledoit_wolf():
     cov = shrinkage_noise_cov(X - means[stim], dof=len(stim) - 8)
     np.testing.assert_allclose(crossnobis_rdm(X, stim, runs, noise_cov="shrinkage"),
                                crossnobis_rdm(X, stim, runs, noise_cov=cov), rtol=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(12, 40), (40, 12)])
+def test_ledoit_wolf_from_the_gram_matrix_equals_sklearn(shape):
+    from sklearn.covariance import ledoit_wolf_shrinkage
+
+    R = np.random.default_rng(7).standard_normal(shape) * np.linspace(0.5, 2, shape[1])
+    assert ledoit_wolf_from_gram(R @ R.T, shape[1]) == pytest.approx(
+        ledoit_wolf_shrinkage(R, assume_centered=True), rel=1e-10)
+
+
+def test_crossnobis_with_more_targets_than_residuals_matches_the_dense_precision():
+    """Fewer residual rows than features: the precision is applied through Woodbury's
+    identity instead of inverting the targets-square covariance; same distances."""
+    rng = np.random.default_rng(11)
+    X, stim, runs, _ = _design(rng, n_stim=6, n_runs=3, p=60)  # 18 rows, 60 features
+    means = np.stack([X[stim == s].mean(0) for s in range(6)])
+    cov = shrinkage_noise_cov(X - means[stim], dof=len(stim) - 6)
+    assert len(stim) < 60
+    np.testing.assert_allclose(crossnobis_rdm(X, stim, runs, noise_cov="shrinkage"),
+                               crossnobis_rdm(X, stim, runs, noise_cov=cov), rtol=1e-9)
+    # and the dense covariance is still Ledoit-Wolf's
+    from sklearn.covariance import ledoit_wolf_shrinkage
+
+    R = X - means[stim]
+    lam = ledoit_wolf_shrinkage(R, assume_centered=True)
+    S = R.T @ R / (len(stim) - 6)
+    np.testing.assert_allclose(
+        cov, (1 - lam) * S + lam * np.trace(S) / 60 * np.eye(60), rtol=1e-10)
 
 
 def test_crossnobis_is_unbiased_where_plain_distance_is_not():

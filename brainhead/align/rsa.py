@@ -119,19 +119,73 @@ def shrinkage_noise_cov(residuals, dof: int | None = None,
     -------
     cov : ndarray, shape (n_features, n_features)
     """
-    from sklearn.covariance import ledoit_wolf_shrinkage
+    R, dof, shrinkage = _shrinkage_terms(residuals, dof, shrinkage)
+    S = R.T @ R / dof
+    target = np.trace(S) / S.shape[0]
+    return (1.0 - shrinkage) * S + shrinkage * target * np.eye(S.shape[0])
 
+
+def _shrinkage_terms(residuals, dof, shrinkage) -> tuple[np.ndarray, int, float]:
     R = _as_2d(residuals, "residuals", min_rows=2)
     dof = R.shape[0] if dof is None else int(dof)
     if dof < 1:
         raise ValueError(f"dof must be >= 1, got {dof}")
     if shrinkage is None:
-        shrinkage = float(ledoit_wolf_shrinkage(R, assume_centered=True))
+        if R.shape[0] < R.shape[1]:
+            shrinkage = ledoit_wolf_from_gram(R @ R.T, R.shape[1])
+        else:
+            from sklearn.covariance import ledoit_wolf_shrinkage
+
+            shrinkage = float(ledoit_wolf_shrinkage(R, assume_centered=True))
     if not 0.0 <= shrinkage <= 1.0:
         raise ValueError(f"shrinkage must be in [0, 1], got {shrinkage}")
-    S = R.T @ R / dof
-    target = np.trace(S) / S.shape[0]
-    return (1.0 - shrinkage) * S + shrinkage * target * np.eye(S.shape[0])
+    return R, dof, float(shrinkage)
+
+
+def ledoit_wolf_from_gram(gram: np.ndarray, n_features: int) -> float:
+    """Ledoit-Wolf shrinkage of centred samples from their Gram matrix ``X @ X.T``.
+
+    The same value as :func:`sklearn.covariance.ledoit_wolf_shrinkage` with
+    ``assume_centered=True``, whose sums over feature pairs are sums over sample pairs
+    here: ``sum((X.T @ X) ** 2) = sum(G ** 2)`` and ``sum((X ** 2).T @ X ** 2) =
+    sum(diag(G) ** 2)``. With fewer samples than features (residuals of a few hundred
+    trials over thousands of voxels) this costs ``n_samples ** 2 * n_features`` instead
+    of ``n_samples * n_features ** 2``.
+    """
+    G = np.asarray(gram, dtype=np.float64)
+    n, p = G.shape[0], int(n_features)
+    if p == 1:
+        return 0.0
+    trace = np.trace(G) / n  # trace of the empirical covariance X.T @ X / n
+    mu = trace / p
+    delta_ = np.sum(G ** 2) / n ** 2
+    beta = (np.sum(np.diag(G) ** 2) / n - delta_) / (p * n)
+    delta = (delta_ - 2.0 * mu * trace + p * mu ** 2) / p
+    beta = min(beta, delta)
+    return 0.0 if beta == 0 else float(beta / delta)
+
+
+class _ShrunkPrecision:
+    """The inverse of a shrunk covariance ``(1 - lam) R.T @ R / dof + lam mu I``, applied
+    through the Woodbury identity: only an ``n_samples``-square system is solved, so
+    thousands of targets never form (or invert) a targets-square matrix."""
+
+    def __init__(self, residuals, dof: int, shrinkage: float):
+        R = np.asarray(residuals, dtype=np.float64)
+        a = (1.0 - shrinkage) / dof
+        G = R @ R.T
+        b = shrinkage * np.trace(G) / dof / R.shape[1]
+        if b <= 0:
+            raise ValueError("noise_cov is singular; use noise_cov='shrinkage' with more "
+                             "residual degrees of freedom")
+        self.R, self.b = R, b
+        # P = (I - R.T (b/a I + G)^-1 R) / b
+        self.inner = None if a == 0 else np.linalg.inv(b / a * np.eye(len(G)) + G)
+
+    def __matmul__(self, V: np.ndarray) -> np.ndarray:
+        if self.inner is None:
+            return V / self.b
+        return (V - self.R.T @ (self.inner @ (self.R @ V))) / self.b
 
 
 def _cell_means(X, codes, mask_rows, n_stim):
@@ -212,7 +266,7 @@ def crossnobis_rdm(X, stim_id, runs, noise_cov=None, square: bool = False,
         train, has_train = _cell_means(X, s_code, ~in_k, n_stim)
         ok = has_test & has_train
         test, train = np.where(ok[:, None], test, 0.0), np.where(ok[:, None], train, 0.0)
-        K = train @ P @ test.T
+        K = train @ (P @ test.T)
         d = np.diag(K)
         D = d[:, None] + d[None, :] - K - K.T
         valid = np.outer(ok, ok)
@@ -229,7 +283,9 @@ def crossnobis_rdm(X, stim_id, runs, noise_cov=None, square: bool = False,
     return (out, stimuli) if return_stimuli else out
 
 
-def _precision(noise_cov, X, s_code, r_code, n_stim, n_runs, p) -> np.ndarray:
+def _precision(noise_cov, X, s_code, r_code, n_stim, n_runs, p):
+    """The noise precision, a matrix or (shrinkage with fewer residuals than features) an
+    operator that applies it with ``@``."""
     if noise_cov is None:
         return np.eye(p)
     if isinstance(noise_cov, str):
@@ -246,7 +302,11 @@ def _precision(noise_cov, X, s_code, r_code, n_stim, n_runs, p) -> np.ndarray:
         dof = len(codes) - n_groups
         if dof < 1:
             raise ValueError("no residual degrees of freedom to estimate a noise covariance")
-        cov = shrinkage_noise_cov(X - means[codes], dof=dof)
+        residuals = X - means[codes]
+        if len(residuals) < p:  # low rank + identity: never a p-square matrix
+            R, dof, lam = _shrinkage_terms(residuals, dof, None)
+            return _ShrunkPrecision(R, dof, lam)
+        cov = shrinkage_noise_cov(residuals, dof=dof)
     else:
         cov = np.asarray(noise_cov, dtype=np.float64)
         if cov.shape != (p, p):
