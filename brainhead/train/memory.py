@@ -309,15 +309,17 @@ def run_curriculum(task: str, kind: str, out_dir: str | Path, params: Mapping | 
             torch.manual_seed(epoch_seed(cfg.seed, 0, f"head:{key}"))
             net.add_head(curriculum.newest)
     steps = sum(s["epochs"] for s in stages) * int(p["steps_per_epoch"])
-    heads = dict(curriculum.heads)
+    # the depths of the last stage that trained (a head added when the budget ran out
+    # at the end of a stage never trained, and is not evaluated)
+    last = stages[-1]["N"]
     if kind == "single":
-        final = evaluate_task(net, task, {"n": heads["n"]}, seed=cfg.seed, stream="final")
+        final = evaluate_task(net, task, {"n": last}, seed=cfg.seed, stream="final")
         # the one head, asked the first depth again (trained on it only in stage 1)
         forget = evaluate_task(net, task, {"n": curriculum.n_start}, seed=cfg.seed,
                                stream="final")["n"]
         final = {**final, "single_at_n_start": forget}
     else:
-        trained = {h: n for h, n in heads.items() if h in net.heads}
+        trained = {Curriculum.head_name(n): n for n in range(curriculum.n_start, last + 1)}
         final = evaluate_task(net, task, trained, seed=cfg.seed, stream="final")
     return {"task": task, "curriculum": kind, "n_reached": n_reached, "stages": stages,
             "units": units, "final_accuracy": final, "steps": steps,
