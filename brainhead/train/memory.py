@@ -48,8 +48,10 @@ from .tasks import (
 )
 from .trainer import TrainConfig, epoch_seed, fit_run
 
-__all__ = ["CURRICULUM_DEFAULTS", "MemoryTaskModule", "evaluate_task", "run_curriculum",
-           "task_loaders", "unit_timescales"]
+__all__ = ["CURRICULUM_DEFAULTS", "DECODER_DEFAULTS", "FAMILY", "MemoryDecoder",
+           "MemoryTaskModule", "StreamMemoryModule", "TrialSequences", "condition_targets",
+           "decode_subject", "evaluate_task", "memory_depth", "memory_folds", "run_curriculum",
+           "stimulus_features", "task_loaders", "train_memory_decoder", "unit_timescales"]
 
 #: Defaults of :func:`run_curriculum`'s settings.
 CURRICULUM_DEFAULTS = {"n_units": 64, "nonlinearity": "leaky_relu", "tau_init": 1.2,
@@ -333,10 +335,9 @@ FAMILY = "memory_rnn"
 
 #: Defaults of the study's ``train.memory_rnn`` section.
 DECODER_DEFAULTS = {"n_lags": 4, "target": "features", "layer": None, "n_components": 8,
-                    "window_s": [0.0, 1.2],
-                    "bin_s": 0.2, "n_units": 32, "nonlinearity": "leaky_relu",
-                    "tau_init": 1.2, "epochs_per_stage": 4, "batch_size": 32, "lr": None,
-                    "curricula": ["single", "multi"],
+                    "window_s": [0.0, 1.2], "bin_s": 0.2, "n_units": 32,
+                    "nonlinearity": "leaky_relu", "tau_init": 1.2, "epochs_per_stage": 4,
+                    "batch_size": 32, "lr": None, "curricula": ["single", "multi"],
                     "n_permutations": 200, "alpha": 0.05, "grad_clip": 1.0}
 
 
