@@ -19,7 +19,11 @@ and per (task, curriculum, seed) the script prints
 - ``tau`` of the final network: mean, median, 90th percentile, max; ``tau_slope``: the
   least-squares slope of the stage-wise mean tau against N (does tau grow with N?);
 - ``net_ts``: mean network timescale of the units (lag where the autocorrelation of a
-  unit's activity on white binary input falls to 1/e), in steps.
+  unit's activity on white binary input falls to 1/e), in steps;
+- ``mem_span``: population memory, the largest lag k such that a linear read-out of the
+  state recovers every white binary input 1..k steps back with >= 90% accuracy
+  (:func:`brainhead.train.memory.memory_span`), which single units' autocorrelation
+  cannot see when the memory is passed from unit to unit.
 
 Default scale (much smaller than the paper's 500 units and N up to ~100): 64 units,
 leaky ReLU, tau initialised at 1.2, batch 64, Adam(W) lr 3e-3 without decay, gradient
@@ -78,7 +82,8 @@ def summarise(res: dict) -> dict:
             "N_reached": res["n_reached"], "steps": res["steps"], "acc_N2_end": n2,
             "tau_mean": tau.mean(), "tau_median": np.median(tau),
             "tau_q90": np.quantile(tau, 0.9), "tau_max": tau.max(), "tau_slope": slope,
-            "net_ts": np.nanmean(ts), "seconds": res["seconds"]}
+            "net_ts": np.nanmean(ts), "mem_span": stages[-1]["memory_span"],
+            "seconds": res["seconds"]}
 
 
 def main(argv=None) -> int:
@@ -122,16 +127,16 @@ def main(argv=None) -> int:
     pd.set_option("display.width", 200)
     table = pd.DataFrame(rows)[["task", "curriculum", "seed", "N_reached", "steps",
                                 "acc_N2_end", "tau_mean", "tau_median", "tau_q90", "tau_max",
-                                "tau_slope", "net_ts", "seconds"]]
+                                "tau_slope", "net_ts", "mem_span", "seconds"]]
     print(f"\nMemory RNN curricula: {args.units} units, {args.epochs} x "
           f"{args.steps_per_epoch} steps per curriculum, threshold {args.threshold}, "
           f"tau_init {args.tau_init}\n")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     stages = pd.DataFrame(stage_rows)
-    print("\nmean tau (and mean network timescale) of the network at the end of each stage:\n")
+    print("\nat the end of each stage: mean tau / mean network timescale / memory span\n")
     for (task, kind, seed), g in stages.groupby(["task", "curriculum", "seed"], sort=False):
-        cells = " ".join(f"N{int(r.N)}:{r.tau_mean:.2f}({r.net_timescale_mean:.1f})"
-                         for r in g.itertuples())
+        cells = " ".join(f"N{int(r.N)}:{r.tau_mean:.2f}/{r.net_timescale_mean:.1f}/"
+                         f"{int(r.memory_span)}" for r in g.itertuples())
         print(f"{task:6s} {kind:6s} seed {seed}: {cells}")
     return 0
 

@@ -232,6 +232,22 @@ def test_network_timescale_of_a_known_process(tau):
     assert np.allclose(network_timescales(z, max_lag=max(1, int(tau / 3))), max(1, int(tau / 3)))
 
 
+def test_memory_curve_sees_a_shift_register_that_unit_timescales_miss():
+    """Units holding delayed copies of white input (x_t, ..., x_{t-4}): each unit's
+    autocorrelation is white (timescale < 1 step), the population remembers 4 steps."""
+    from brainhead.train.tasks import memory_curve, network_timescales
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 2, (40, 300))
+    h = np.stack([np.roll(x, k, axis=1) for k in range(5)], -1).astype(float)
+    h[:, :5] = 0.0  # no wrapped-around values
+    acc = memory_curve(h + 0.01 * rng.standard_normal(h.shape), x, 8)
+    assert (acc[:5] > 0.99).all() and (np.abs(acc[5:] - 0.5) < 0.05).all(), acc
+    assert (network_timescales(h[:, 5:], max_lag=20) < 1).all()
+    with pytest.raises(ValueError, match="longer than max_lag"):
+        memory_curve(h, x, 400)
+
+
 # ---------------------------------------------------------------------------- training
 def _comparable(result):
     stages = [{k: v for k, v in s.items() if k != "reused"} for s in result["stages"]]
@@ -273,6 +289,9 @@ def test_curriculum_trains_advances_and_records_timescales(multi_run):
     units = pd.DataFrame(res["units"])
     assert len(units) == len(stages) * SMALL["n_units"]
     assert (units["tau"] >= 1).all() and units["net_timescale"].notna().any()
+    # the network that learnt parity of 3 holds its inputs for 2 steps at least
+    learnt = [s for s in stages if s["learned"]]
+    assert all(s["memory_span"] >= s["N"] - 1 for s in learnt), stages
     for path in root.rglob("metrics.csv"):
         m = pd.read_csv(path)
         assert {"tau_mean", "tau_min", "tau_max", "val_acc", "val_score"} <= set(m.columns)

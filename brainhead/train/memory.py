@@ -41,6 +41,7 @@ from ..io.store import spec_hash
 from .tasks import (
     TASKS,
     Curriculum,
+    memory_curve,
     network_timescales,
     one_hot,
     task_batch,
@@ -48,10 +49,26 @@ from .tasks import (
 )
 from .trainer import TrainConfig, epoch_seed, fit_run
 
-__all__ = ["CURRICULUM_DEFAULTS", "DECODER_DEFAULTS", "FAMILY", "MemoryDecoder",
-           "MemoryTaskModule", "StreamMemoryModule", "TrialSequences", "condition_targets",
-           "decode_subject", "evaluate_task", "memory_depth", "memory_folds", "run_curriculum",
-           "stimulus_features", "task_loaders", "train_memory_decoder", "unit_timescales"]
+__all__ = [
+    "CURRICULUM_DEFAULTS",
+    "DECODER_DEFAULTS",
+    "FAMILY",
+    "MemoryDecoder",
+    "MemoryTaskModule",
+    "StreamMemoryModule",
+    "TrialSequences",
+    "condition_targets",
+    "decode_subject",
+    "evaluate_task",
+    "memory_depth",
+    "memory_folds",
+    "memory_span",
+    "run_curriculum",
+    "stimulus_features",
+    "task_loaders",
+    "train_memory_decoder",
+    "unit_timescales",
+]
 
 #: Defaults of :func:`run_curriculum`'s settings.
 CURRICULUM_DEFAULTS = {"n_units": 64, "nonlinearity": "leaky_relu", "tau_init": 1.2,
@@ -217,6 +234,29 @@ def unit_timescales(net, *, seed: int, n_sequences: int = 32, length: int = 400,
     return network_timescales(h, max_lag=max_lag)
 
 
+@torch.no_grad()
+def memory_span(net, *, seed: int, max_lag: int = 60, n_sequences: int = 32,
+                length: int = 300, level: float = 0.9) -> tuple[int, np.ndarray]:
+    """Population memory of white binary input (:func:`~brainhead.train.tasks.memory_curve`).
+
+    Returns
+    -------
+    span : int
+        The largest lag ``k`` such that the input of every lag ``1..k`` is read out of
+        the state with accuracy >= ``level`` (0 if lag 1 is not).
+    accuracy : ndarray, shape (max_lag + 1,)
+    """
+    was_training = net.training
+    net.eval()
+    rng = np.random.default_rng(epoch_seed(seed, 0, "memory-inputs"))
+    x = task_inputs("dms", n_sequences, length, rng)
+    h = net.states(torch.from_numpy(one_hot(x))).numpy()
+    net.train(was_training)
+    acc = memory_curve(h, x, max_lag)
+    below = np.flatnonzero(acc[1:] < level)
+    return (int(below[0]) if below.size else max_lag), acc
+
+
 def run_curriculum(task: str, kind: str, out_dir: str | Path, params: Mapping | None = None,
                    cfg: TrainConfig | None = None) -> dict:
     """Train a memory RNN on ``task`` with a ``kind`` curriculum within one epoch budget.
@@ -287,6 +327,7 @@ def run_curriculum(task: str, kind: str, out_dir: str | Path, params: Mapping | 
         # the validation batches of the module: the same sequences the stop rule saw
         tau = net.tau.detach().numpy().astype(float)
         timescales = unit_timescales(net, seed=cfg.seed)
+        span, _ = memory_span(net, seed=cfg.seed, max_lag=min(60, 2 * int(p["n_max"])))
         ready = curriculum.ready(val)
         stages.append({"task": task, "curriculum": kind, "N": curriculum.n,
                        "epochs": int(info["epochs"]),
@@ -295,6 +336,7 @@ def run_curriculum(task: str, kind: str, out_dir: str | Path, params: Mapping | 
                        "val_acc_newest": float(val[curriculum.newest]),
                        "tau_mean": float(tau.mean()), "tau_max": float(tau.max()),
                        "net_timescale_mean": float(np.nanmean(timescales)),
+                       "memory_span": span,
                        "reused": bool(info.get("reused", False))})
         units += [{"task": task, "curriculum": kind, "N": curriculum.n, "unit": i,
                    "tau": float(tau[i]), "net_timescale": float(timescales[i])}

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["CURRICULA", "TASKS", "Curriculum", "n_dms", "n_parity", "network_timescales",
-           "one_hot", "task_batch"]
+__all__ = ["CURRICULA", "TASKS", "Curriculum", "memory_curve", "n_dms", "n_parity",
+           "network_timescales", "one_hot", "task_batch"]
 
 #: Curriculum kinds.
 CURRICULA = ("single", "multi")
@@ -211,3 +211,39 @@ def network_timescales(activity: np.ndarray, max_lag: int | None = None) -> np.n
     res[hit] = (k - 1) + (hi - np.exp(-1.0)) / np.maximum(hi - lo, 1e-12)
     out[ok] = res
     return out
+
+
+def memory_curve(activity: np.ndarray, inputs: np.ndarray, max_lag: int, *,
+                 ridge: float = 1e-3) -> np.ndarray:
+    """How well the population's state at ``t`` holds the input of ``t - k``.
+
+    A linear read-out (ridge regression with an intercept) of ``2 x_{t-k} - 1`` from
+    ``h_t`` is fitted on the first half of the sequences and tested on the other half;
+    the score of lag ``k`` is the held-out accuracy of its sign (0.5 is chance). Unlike
+    single units' autocorrelation (:func:`network_timescales`), this sees memory held
+    across units, e.g. delayed copies of the input passed from unit to unit.
+
+    Parameters
+    ----------
+    activity : ndarray, shape (B, T, H)
+    inputs : ndarray of {0, 1}, shape (B, T)
+    max_lag : int
+
+    Returns
+    -------
+    accuracy : ndarray, shape (max_lag + 1,)
+    """
+    a = np.asarray(activity, dtype=np.float64)
+    x = 2.0 * np.asarray(inputs, dtype=np.float64) - 1.0
+    b, t, h = a.shape
+    if not 0 <= max_lag < t - 1 or b < 2:
+        raise ValueError(f"need 2+ sequences longer than max_lag + 1={max_lag + 1}, got {a.shape}")
+    steps = np.arange(max_lag, t)
+    targets = np.stack([x[:, steps - k] for k in range(max_lag + 1)], -1)  # (B, S, K)
+    feats = np.concatenate([a[:, steps], np.ones((b, len(steps), 1))], -1)
+    half = b // 2
+    Xf, Yf = feats[:half].reshape(-1, h + 1), targets[:half].reshape(-1, max_lag + 1)
+    Xt, Yt = feats[half:].reshape(-1, h + 1), targets[half:].reshape(-1, max_lag + 1)
+    gram = Xf.T @ Xf + ridge * len(Xf) * np.eye(h + 1)
+    W = np.linalg.solve(gram, Xf.T @ Yf)
+    return (np.sign(Xt @ W) == Yt).mean(0)
