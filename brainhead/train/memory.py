@@ -194,6 +194,11 @@ class MemoryTaskModule(pl.LightningModule):
         return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
 
 
+def _on(net, a: np.ndarray) -> torch.Tensor:
+    """``a`` as a tensor on the device of ``net``'s parameters."""
+    return torch.from_numpy(a).to(next(net.parameters()).device)
+
+
 @torch.no_grad()
 def evaluate_task(net, task: str, heads: Mapping[str, int], *, seed: int, n_batches: int = 4,
                   batch_size: int = 256, max_extra: int = 10, stream: str = "test"
@@ -207,9 +212,9 @@ def evaluate_task(net, task: str, heads: Mapping[str, int], *, seed: int, n_batc
         rng = np.random.default_rng(epoch_seed(seed, 0, f"{stream}:{i}"))
         x, labels = task_batch(task, list(heads.values()), batch_size, rng, max_extra=max_extra)
         by_head = {}
-        out = net.states(torch.from_numpy(one_hot(x)))[:, -1]
+        out = net.states(_on(net, one_hot(x)))[:, -1]
         for h, n in heads.items():
-            by_head[h] = net.heads[h](out).argmax(-1).numpy()
+            by_head[h] = net.heads[h](out).argmax(-1).cpu().numpy()
             hits[h] += int((by_head[h] == labels[n]).sum())
         seen += len(x)
     net.train(was_training)
@@ -229,7 +234,7 @@ def unit_timescales(net, *, seed: int, n_sequences: int = 32, length: int = 400,
     net.eval()
     rng = np.random.default_rng(epoch_seed(seed, 0, "timescale-inputs"))
     x = task_inputs("dms", n_sequences, length + burn_in, rng)
-    h = net.states(torch.from_numpy(one_hot(x)))[:, burn_in:].numpy()
+    h = net.states(_on(net, one_hot(x)))[:, burn_in:].float().cpu().numpy()
     net.train(was_training)
     return network_timescales(h, max_lag=max_lag)
 
@@ -250,7 +255,7 @@ def memory_span(net, *, seed: int, max_lag: int = 60, n_sequences: int = 32,
     net.eval()
     rng = np.random.default_rng(epoch_seed(seed, 0, "memory-inputs"))
     x = task_inputs("dms", n_sequences, length, rng)
-    h = net.states(torch.from_numpy(one_hot(x))).numpy()
+    h = net.states(_on(net, one_hot(x))).float().cpu().numpy()
     net.train(was_training)
     acc = memory_curve(h, x, max_lag)
     below = np.flatnonzero(acc[1:] < level)
@@ -325,7 +330,7 @@ def run_curriculum(task: str, kind: str, out_dir: str | Path, params: Mapping | 
                             batch_size=p["batch_size"], max_extra=p["max_extra"],
                             stream=f"{key}:val")
         # the validation batches of the module: the same sequences the stop rule saw
-        tau = net.tau.detach().numpy().astype(float)
+        tau = net.tau.detach().cpu().numpy().astype(float)
         timescales = unit_timescales(net, seed=cfg.seed)
         span, _ = memory_span(net, seed=cfg.seed, max_lag=min(60, 2 * int(p["n_max"])))
         ready = curriculum.ready(val)
@@ -707,10 +712,10 @@ class MemoryDecoder:
                        name=f"{FAMILY} sub-{self.seq.subject} fold {fold} {kind}")
         self.runs.append({"run": f"sub-{self.seq.subject}/fold{fold}/{kind}",
                           "dir": f"runs/{key}", **info})
-        tau = net.tau.detach().numpy()
+        tau = net.tau.detach().cpu().numpy()
         self.units += [{"subject": self.seq.subject, "curriculum": kind, "fold": fold,
                         "unit": i, "tau": float(t)} for i, t in enumerate(tau)]
-        return module.test_pred.numpy().copy()
+        return module.test_pred.cpu().numpy().copy()
 
     def run(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Held-out predictions of every curriculum, and the test-label mask.
