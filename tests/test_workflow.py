@@ -116,6 +116,9 @@ def test_demo_outputs(demo_run):
     # modality (fMRI, sEEG) a layer profile and a transfer curve, and per modality of the
     # memory decoder (EEG, sEEG) its memory-depth curves
     n_figures = 8 + 8 + 1 + 2 * 2 + 2
+    # and the decoding section per modality (EEG, sEEG): accuracy bars and the electrode
+    # attention maps of WithinSession and of CrossSubject
+    n_figures += 2 * 3
     figures = re.findall(r'<img class="figure-img[^>]*src="data:image/png;base64,', html)
     assert len(figures) == n_figures
     toc = re.findall(r'<a class="nav-link[^>]*>([^<]+)</a>', html)
@@ -123,6 +126,7 @@ def test_demo_outputs(demo_run):
         "Voxel cross-attention encoder: fmri", "Voxel cross-attention encoder: seeg"]
     assert [t for t in toc if t.startswith("Memory RNN decoder")] == [
         "Memory RNN decoder: eeg", "Memory RNN decoder: seeg"]
+    assert [t for t in toc if t.startswith("Decoding")] == ["Decoding: eeg", "Decoding: seeg"]
     for section in ("Overview", "Best layers", "Cross-modal", "Brain maps: eeg",
                     "Brain maps: fmri", "Brain maps: seeg", "Provenance"):
         assert section in toc, toc
@@ -222,6 +226,72 @@ def test_demo_encoder_against_ridge_and_random(demo_run):
     order = fmri.pivot(index="subject", columns="region", values="peak")
     assert (order["posterior"] < order["middle"]).all() and (
         order["middle"] < order["anterior"]).all(), order
+
+
+def _attention_contrast(demo_run, key: str) -> float:
+    """(active - intransitive) attention received by the posterior electrodes minus the
+    same difference on the anterior ones, from one class-averaged attention map.
+
+    The simulator raises alpha power on the posterior electrodes in 'active' trials and
+    beta power on the anterior ones in 'intransitive' trials: attention that follows the
+    planted groups shifts to the posterior group in 'active' trials and to the anterior
+    group in 'intransitive' trials, and the contrast is positive.
+    """
+    import numpy as np
+
+    from brainhead.io import read_arrays, read_responses
+
+    arrays, _ = read_arrays(demo_run / "decode" / "attention.h5")
+    maps, names = arrays[f"{key}/maps"], list(arrays[f"{key}/names"])
+    classes = list(arrays[f"{key}/classes"])
+    table = read_responses(demo_run / key.split("/")[-1] / "responses.h5")
+    region = dict(zip(table.targets.name, table.targets.region))
+    group = np.array([region[n] for n in names])
+    received = np.nanmean(maps, axis=1)  # (class, electrode): mean over queries
+    diff = received[classes.index("active")] - received[classes.index("intransitive")]
+    return float(diff[group == "posterior"].mean() - diff[group == "anterior"].mean())
+
+
+def test_demo_decoding(demo_run):
+    """Decoding of the simulated conditions: every model and protocol beside chance and a
+    permutation p; electrode attention beats chance leaving each EEG subject out, and its
+    attention follows the planted electrode groups."""
+    import numpy as np
+
+    folder = demo_run / "decode"
+    scores = pd.read_csv(folder / "scores.tsv", sep="\t", dtype={"subject": str, "fold": str})
+    summary = json.loads((folder / "summary.json").read_text())
+    models = {"electrode_mha", "csp_lda", "tangent_lr", "logvar_lda", "shallow_convnet"}
+    eeg = scores[scores["modality"] == "eeg"]
+    for protocol in ("WithinSession", "CrossSubject"):
+        assert set(eeg[eeg["protocol"] == protocol]["model"]) == models, protocol
+    assert set(scores[scores["modality"] == "seeg"]["model"]) == models
+    # every score has its chance level and permutation p beside it
+    assert scores[["accuracy", "chance", "p_value"]].notna().all().all()
+    assert ((scores["p_value"] > 0) & (scores["p_value"] <= 1)).all()
+    assert summary["classes"] == {"eeg": ["active", "intransitive"],
+                                  "seeg": ["active", "intransitive"]}
+    # one session: CrossSession is reported as not run, with the reason
+    assert {"modality": "eeg", "protocol": "CrossSession", "model": "*",
+            "reason": "one session per subject"} in summary["skipped"]
+    # electrode attention, leave one subject out: above chance for every held-out subject
+    loso = eeg[(eeg["protocol"] == "CrossSubject") & (eeg["model"] == "electrode_mha")]
+    held_out = loso[loso["fold"] != "all"]
+    assert len(held_out) == 3
+    assert (held_out["accuracy"] > held_out["chance"] + 0.1).all(), held_out.to_string()
+    pooled = loso[loso["subject"] == "all"].iloc[0]
+    assert pooled["accuracy"] > pooled["chance"] and pooled["p_value"] < 0.01
+    # its class-averaged attention follows the planted electrode groups
+    contrasts = [_attention_contrast(demo_run, f"eeg/{protocol}/sub-{s}")
+                 for protocol in ("WithinSession", "CrossSubject")
+                 for s in ("e01", "e02", "e03")]
+    assert np.mean(contrasts) > 0 and sum(c > 0 for c in contrasts) >= 5, contrasts
+    from brainhead.io import read_arrays
+
+    predictions, attrs = read_arrays(folder / "predictions.h5")
+    assert attrs["brainhead_step"] == "decode" and "git_rev" in attrs
+    key = "eeg/CrossSubject/electrode_mha"
+    assert predictions[f"{key}/proba"].shape == (len(predictions[f"{key}/y_true"]), 2)
 
 
 def test_demo_encoder_transfer_and_crowd(demo_run):
