@@ -427,3 +427,25 @@ def test_epochs_band_and_window():
         _rows(_table("01", ["a", "b"] * 4)).prepare_epochs(band=[5, 30])
     with pytest.raises(ValueError, match=r"key 'decode.epochs_window': \[2, 3\] s is outside"):
         _rows(_table("01", ["a", "b"] * 4)).prepare_epochs(window=[2, 3])
+
+
+def test_cue_designs_make_every_row_a_trial():
+    # eegmmidb-like: stim_id names the cue, so grouping by it would put a class on one side
+    y = ["left", "right"] * 10
+    table = _table("S001", y, trial=y, run=["4"] * 10 + ["8"] * 10)
+    rows = DecodeRows.from_tables("mmi", "eeg", [table], trial_groups="auto", min_stimuli=5)
+    assert rows.trial[:3].tolist() == ["left#run4-0", "right#run4-1", "left#run4-2"]
+    assert len(set(rows.trial)) == 20
+    folds = WithinSession(n_folds=5).split(rows)
+    assert len(folds) == 5 and all(len(set(rows.y[f.train])) == 2 for f in folds)
+    # the demo-like design keeps stimuli together; "stimulus" forces it
+    trial = [f"s{k}" for k in range(10)] * 2
+    rows = DecodeRows.from_tables("toy", "eeg", [_table("01", ["a", "b"] * 10, trial=trial)],
+                                  trial_groups="auto", min_stimuli=5)
+    assert sorted(set(rows.trial)) == sorted(set(trial))
+    forced = DecodeRows.from_tables("mmi", "eeg", [table], trial_groups="stimulus")
+    assert sorted(set(forced.trial)) == ["left", "right"]
+    with pytest.raises(ValueError, match=r"study mmi: sub-S001 \(eeg\) WithinSession: fold 0 "
+                                         r"tests class\(es\) \['\w+'\] that its training side "
+                                         r"lacks .* decode.trial_groups: trial"):
+        WithinSession(n_folds=5).split(forced)  # one group per class: a class per side

@@ -250,6 +250,13 @@ class WithinSession:
                     train, test = np.sort(idx[tr]), np.sort(idx[te])
                     train, purged = _purge(rows, train, test)
                     check_split(rows, train, test, protocol=self.name)
+                    unseen = sorted(set(rows.y[test].tolist()) - set(rows.y[train].tolist()))
+                    if unseen:
+                        raise ValueError(
+                            f"study {rows.study}: sub-{s} ({rows.modality}) {self.name}: "
+                            f"fold {k} tests class(es) {unseen} that its training side lacks "
+                            "(too few trial groups per class); lower decode.n_folds, or set "
+                            "decode.trial_groups: trial if stim_id names the condition")
                     folds.append(Fold(self.name, s, k, train, test, str(session), purged))
         return folds
 

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._logging import logger
+
 __all__ = ["DecodeRows", "SubjectData", "load_rows"]
 
 
@@ -134,7 +136,8 @@ class DecodeRows:
 
     @classmethod
     def from_tables(cls, study: str, modality: str, tables, *, label: str = "y",
-                    classes=None, windowed=None) -> DecodeRows:
+                    classes=None, windowed=None, trial_groups: str = "stimulus",
+                    min_stimuli: int = 2) -> DecodeRows:
         """Pool response tables of one modality.
 
         Parameters
@@ -147,6 +150,13 @@ class DecodeRows:
             Labels to keep; None keeps all.
         windowed : dict of str to bool | None
             Per subject: its rows are fixed-length windows of continuous recordings.
+        trial_groups : {"stimulus", "trial", "auto"}
+            The trial identity of a row: its ``stim_id`` (rows sharing it are one trial,
+            e.g. repeated presentations), the row itself, or ``"auto"``: the stimulus
+            when every class of the subject has at least ``min_stimuli`` distinct
+            stimuli, else the row (a cue design whose stim_id names the condition).
+        min_stimuli : int
+            See ``trial_groups`` (the number of folds).
 
         Raises
         ------
@@ -195,7 +205,20 @@ class DecodeRows:
             n += m
             cols["subject"].append(np.full(m, table.subject))
             cols["y"].append(y[keep])
-            cols["trial"].append(np.asarray(rows["stim_id"], dtype=str))
+            stim = np.asarray(rows["stim_id"], dtype=str)
+            by_trial = trial_groups == "trial" or (trial_groups == "auto" and min(
+                len(np.unique(stim[y[keep] == c])) for c in np.unique(y[keep])) < min_stimuli)
+            if by_trial and len(np.unique(stim)) < m:  # each row its own trial, named
+                run = np.asarray(rows["group"], dtype=str)
+                count: dict[str, int] = {}
+                ids = []
+                for s, r in zip(stim, run):
+                    count[r] = count.get(r, 0) + 1
+                    ids.append(f"{s}#run{r}-{count[r] - 1}")
+                stim = np.asarray(ids)
+                logger.info("%s: trials are rows (stim_id names %d stimuli for %d rows)",
+                            who, len(np.unique(rows["stim_id"])), m)
+            cols["trial"].append(stim)
             cols["run"].append(np.asarray(rows["group"], dtype=str))
             cols["session"].append(np.asarray(rows.get("session", np.full(m, "1")), dtype=str))
             for key in ("t_start", "t_stop"):
@@ -227,7 +250,9 @@ def load_rows(study, modality: str, paths) -> DecodeRows:
     windowed = {t.subject: study.subjects[t.subject].preprocess.get("epoching") == "fixed"
                 for t in tables if t.subject in study.subjects}
     rows = DecodeRows.from_tables(study.name, modality, tables, label=decode["label"],
-                                  classes=decode["classes"], windowed=windowed)
+                                  classes=decode["classes"], windowed=windowed,
+                                  trial_groups=decode.get("trial_groups", "auto"),
+                                  min_stimuli=decode["n_folds"])
     return rows.prepare_epochs(decode.get("epochs_band"), decode.get("epochs_window"))
 
 
