@@ -276,6 +276,10 @@ def brain_maps_section(report: ReportBuilder, ctx: ReportContext) -> None:
             jobs.append((brain_figure, (align_h5, responses, ctx.q_max),
                          brain_figure_name(maps)))
         items.append((row.subject, row.modality, maps))
+    if any(modality in ("fmri", "seeg") for _, modality, _ in items):
+        # imported once here (2-3 s of CPU), before the figure workers fork, instead of
+        # once in each worker
+        import nilearn.plotting  # noqa: F401
     rendered = iter(report.figures(jobs))
     for subject, modality, maps in items:
         section = f"Brain maps: {modality}"
