@@ -449,3 +449,59 @@ def test_cue_designs_make_every_row_a_trial():
                                          r"tests class\(es\) \['\w+'\] that its training side "
                                          r"lacks .* decode.trial_groups: trial"):
         WithinSession(n_folds=5).split(forced)  # one group per class: a class per side
+
+
+@pytest.mark.slow
+def test_decode_stage_killed_then_rerun_equals_uninterrupted(tmp_path, one_torch_thread):
+    """SIGKILL in the middle of the decode stage, rerun: the same scores and predictions
+    as an uninterrupted run (torch runs resume from their checkpoints, the rest refits)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from brainhead.decode import decode_study
+    from brainhead.io import read_arrays
+    from brainhead.preprocess import preprocess_subject
+
+    decode = {"models": ["shallow_convnet", "logvar_lda"], "n_folds": 2, "n_permutations": 50,
+              "protocols": ["WithinSession", "CrossSubject"],
+              "shallow_convnet": {"n_filters": 4, "max_epochs": 30, "patience": 30}}
+    root = _decode_study(tmp_path / "s", decode)
+    study = load_study(root)
+    results = tmp_path / "results"
+    for sub in study.subjects:
+        preprocess_subject(study, sub, results, results / f"sub-{sub}" / "responses.h5")
+    killed = tmp_path / "killed"
+    code = ("import sys, torch; torch.set_num_threads(1)\n"
+            "from brainhead.specs import load_study\n"
+            "from brainhead.decode import decode_study\n"
+            "decode_study(load_study(sys.argv[1]), sys.argv[2], sys.argv[3])\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "BRAINHEAD_NO_PROGRESS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", code, str(root), str(results), str(killed)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:  # kill once one run has finished and the next one has a checkpoint
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (list(killed.glob("runs/**/done.json"))
+                    and len(list(killed.glob("runs/**/last.ckpt"))) >= 2):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the decode stage ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not (killed / "scores.tsv").exists()  # nothing half-written is left as a result
+    decode_study(study, results, killed)
+    decode_study(study, results, tmp_path / "straight")
+    cols = ["protocol", "subject", "fold", "model", "accuracy", "roc_auc", "p_value"]
+    a = pd.read_csv(killed / "scores.tsv", sep="\t", dtype=str)[cols]
+    b = pd.read_csv(tmp_path / "straight" / "scores.tsv", sep="\t", dtype=str)[cols]
+    pd.testing.assert_frame_equal(a, b)
+    pa, _ = read_arrays(killed / "predictions.h5")
+    pb, _ = read_arrays(tmp_path / "straight" / "predictions.h5")
+    for key in pb:
+        np.testing.assert_array_equal(pa[key], pb[key])

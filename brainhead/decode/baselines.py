@@ -133,6 +133,35 @@ def _classifier_module():
     return ClassifierModule
 
 
+def _epoch_shuffle_class():
+    import torch
+
+    class EpochShuffle(torch.utils.data.Sampler):
+        """Rows in an order drawn from (seed, epoch): Lightning sets the epoch, so a run
+        resumed after a kill sees the batches of an uninterrupted one."""
+
+        def __init__(self, n: int, seed: int):
+            self.n, self.seed, self.epoch = n, seed, 0
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = int(epoch)
+
+        def __iter__(self):
+            from ..train.trainer import epoch_seed
+
+            rng = np.random.default_rng(epoch_seed(self.seed, self.epoch, "batches"))
+            return iter(rng.permutation(self.n).tolist())
+
+        def __len__(self) -> int:
+            return self.n
+
+    return EpochShuffle
+
+
+def _EpochShuffle(n: int, seed: int):
+    return _epoch_shuffle_class()(n, seed)
+
+
 class ShallowConvNetClassifier:
     """:class:`encoders.shallow_convnet.ShallowConvNet` trained by ``fit_run``.
 
@@ -201,14 +230,19 @@ class ShallowConvNetClassifier:
                                    dropout=self.dropout)
         module = _classifier_module()(self.net_, lr=self.lr, weight_decay=self.weight_decay,
                                       max_epochs=self.max_epochs)
+        # own generators: creating an iterator draws nothing from torch's global
+        # generator, whose state (dropout) must depend on (seed, epoch) alone for a run
+        # resumed after a kill to equal an uninterrupted one
         train = DataLoader(TensorDataset(*self._tensors(X, y)), batch_size=self.batch_size,
-                           shuffle=True)
+                           sampler=_EpochShuffle(len(X), self.seed),
+                           generator=torch.Generator())
         if val is None:  # no early stopping: the epoch of lowest training loss
             val = (X, np.asarray(y, str))
             patience = self.max_epochs + 1
         else:
             patience = self.patience
-        val_loader = DataLoader(TensorDataset(*self._tensors(*val)), batch_size=256)
+        val_loader = DataLoader(TensorDataset(*self._tensors(*val)), batch_size=256,
+                                generator=torch.Generator())
         cfg = TrainConfig(max_epochs=self.max_epochs, patience=patience,
                           batch_size=self.batch_size, monitor="val_loss", monitor_mode="min",
                           lr=self.lr, seed=self.seed, device=self.device, progress=False)
