@@ -797,10 +797,6 @@ def _decode_problems(config: dict, subjects: dict[str, SubjectSpec], path: Path)
     """Meaning checks of the ``decode`` section (and of a study without stimuli)."""
     where = _rel(path)
     problems = []
-    if not has_stimuli(config) and config["train"]["families"]:
-        problems.append(f"{where}: key 'train.families': {config['train']['families']} train "
-                        "on stimulus features, and this study has no stimuli table (it only "
-                        "decodes); remove train.families or add stimuli")
     decode = config.get("decode")
     if decode is None:
         return problems
@@ -869,6 +865,11 @@ def load_study(study: Path | str, *, design: bool = True) -> StudySpec:
                 problems.append(f"{_rel(path)}: key 'stimuli': required when the study is not "
                                 "simulated (or add a decode section: a decoding study needs "
                                 "no stimuli table)")
+            elif config["train"]["families"]:
+                problems.append(f"{_rel(path)}: key 'stimuli': required when the study is not "
+                                "simulated and trains on stimulus features (train.families: "
+                                f"{', '.join(config['train']['families'])}); a study that only "
+                                "decodes labels needs none: remove train.families or add stimuli")
         elif (root / config["stimuli"]).is_dir():
             problems.append(f"{_rel(path)}: key 'stimuli': {_rel(root / config['stimuli'])} "
                             "is a directory; name the stimuli table (TSV)")
