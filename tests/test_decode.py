@@ -386,6 +386,14 @@ def test_decode_stage_on_rest_versus_task(tmp_path, one_torch_thread):
     assert attrs["brainhead_step"] == "decode"
     key = "eeg/WithinSession/logvar_lda"
     assert len(preds[f"{key}/y_true"]) == 40 and preds[f"{key}/proba"].shape == (40, 2)
+    # the report of a study that only decodes: no alignment summary, a decoding section
+    from brainhead.report import make_report
+
+    html = make_report(None, results / "report.html", study="restask", results_dir=results,
+                       figures_dir=results / "figures").read_text()
+    assert "Decoding: eeg" in html and "one session per subject" in html
+    assert sorted(p.name for p in (results / "figures").glob("*.png")) == [
+        "decoding_eeg_all-subjects_accuracy_bars.png"]
 
 
 def test_scores_match_scikit_learn():

@@ -71,7 +71,7 @@ def accuracy_figure(scores: pd.DataFrame, modality: str):
     protocols = [p for p in ("WithinSession", "CrossSession", "CrossSubject")
                  if p in set(pooled.protocol)]
     models = list(dict.fromkeys(scores.model))
-    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(protocols) * max(1, len(models)) / 3, 3.2))
+    fig, ax = plt.subplots(figsize=(2.8 + 1.4 * len(protocols) * max(1, len(models)) / 3, 3.2))
     width = 0.8 / max(1, len(models))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for j, model in enumerate(models):
@@ -93,7 +93,7 @@ def accuracy_figure(scores: pd.DataFrame, modality: str):
     ax.set_title(f"{modality}: bars = mean over subjects, dots = subjects, dashes = chance",
                  fontsize=8)
     ax.tick_params(labelsize=7)
-    ax.legend(fontsize=6, ncol=2, loc="lower right")
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     return fig
 
