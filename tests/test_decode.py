@@ -514,3 +514,18 @@ def test_decode_stage_killed_then_rerun_equals_uninterrupted(tmp_path, one_torch
     pb, _ = read_arrays(tmp_path / "straight" / "predictions.h5")
     for key in pb:
         np.testing.assert_array_equal(pa[key], pb[key])
+
+
+def test_stage_errors_name_the_study_file(tmp_path):
+    from brainhead.decode import decode_study
+    from brainhead.preprocess import preprocess_subject
+
+    study = load_study(_decode_study(tmp_path / "s", {"models": ["logvar_lda"],
+                                                      "classes": ["rest", "sleep"]}))
+    results = tmp_path / "results"
+    preprocess_subject(study, "01", results, results / "sub-01" / "responses.h5")
+    preprocess_subject(study, "02", results, results / "sub-02" / "responses.h5")
+    with pytest.raises(ValueError, match=r"s/study\.yaml: study restask: sub-01 \(eeg\): key "
+                                         r"'decode\.classes': fewer than two classes"):
+        decode_study(study, results)
+    assert not (results / "decode" / "scores.tsv").exists()

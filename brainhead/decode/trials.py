@@ -249,11 +249,16 @@ def load_rows(study, modality: str, paths) -> DecodeRows:
     tables = [t for t in tables if t.modality == modality]
     windowed = {t.subject: study.subjects[t.subject].preprocess.get("epoching") == "fixed"
                 for t in tables if t.subject in study.subjects}
-    rows = DecodeRows.from_tables(study.name, modality, tables, label=decode["label"],
-                                  classes=decode["classes"], windowed=windowed,
-                                  trial_groups=decode.get("trial_groups", "auto"),
-                                  min_stimuli=decode["n_folds"])
-    return rows.prepare_epochs(decode.get("epochs_band"), decode.get("epochs_window"))
+    try:
+        rows = DecodeRows.from_tables(study.name, modality, tables, label=decode["label"],
+                                      classes=decode["classes"], windowed=windowed,
+                                      trial_groups=decode.get("trial_groups", "auto"),
+                                      min_stimuli=decode["n_folds"])
+        return rows.prepare_epochs(decode.get("epochs_band"), decode.get("epochs_window"))
+    except ValueError as err:  # name the file whose key to change
+        import os
+
+        raise ValueError(f"{os.path.relpath(study.path)}: {err}") from None
 
 
 def responses_path(results_dir, subject: str) -> Path:
