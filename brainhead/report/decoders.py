@@ -28,7 +28,28 @@ Controls: random-weights features, and stimulus labels permuted within the train
 <td>{{ "%.3f"|format(row.chance) }}</td><td>{{ "%.3g"|format(row.p) }}</td>
 <td>{{ "%.3f"|format(row.random) }}</td><td>{{ "%.3f"|format(row.shuffled) }}</td></tr>
 {% endfor %}</table>
+{% if crowd %}<p class="bh-note">Joint against per-subject decoders (fold 0): each subject
+keeps its own subset of its training stimuli (the joint decoder sees their union through
+the subjects that kept them); top-1 among the fold's held-out stimuli, mean over layers.</p>
+<table class="bh"><tr><th>subject</th><th>fraction</th><th>stimuli</th><th>joint top-1</th>
+<th>per-subject top-1</th><th>chance</th></tr>
+{% for row in crowd %}<tr><td>{{ row.subject }}</td><td>{{ row.fraction }}</td>
+<td>{{ row.n_stimuli }}</td><td>{{ "%.3f"|format(row.joint) }}</td>
+<td>{{ "%.3f"|format(row.per_subject) }}</td><td>{{ "%.3f"|format(row.chance) }}</td></tr>
+{% endfor %}</table>{% endif %}
 """
+
+
+def crowd_rows(crowd: pd.DataFrame) -> list[dict]:
+    """Per subject and fraction: joint and per-subject top-1 (mean over layers), chance."""
+    if crowd.empty:
+        return []
+    wide = crowd.pivot_table(index=["subject", "fraction", "n_stimuli", "n_candidates"],
+                             columns="method", values="top1", aggfunc="mean").reset_index()
+    return [{"subject": r["subject"], "fraction": r["fraction"], "n_stimuli": int(r["n_stimuli"]),
+             "joint": r.get("joint", float("nan")),
+             "per_subject": r.get("per_subject", float("nan")),
+             "chance": 1.0 / r["n_candidates"]} for _, r in wide.iterrows()]
 
 
 def decoder_rows(retrieval: pd.DataFrame) -> list[dict]:
@@ -81,6 +102,9 @@ def adapters_section(report: ReportBuilder, ctx: ReportContext) -> None:
         summary = json.loads((folder / "summary.json").read_text())
         retrieval = pd.read_csv(folder / "retrieval.tsv", sep="\t", dtype={"subject": str})
         adaptation = pd.read_csv(folder / "adaptation.tsv", sep="\t", dtype={"subject": str})
+        crowd_path = folder / "crowd.tsv"
+        crowd = (pd.read_csv(crowd_path, sep="\t", dtype={"subject": str})
+                 if crowd_path.is_file() else pd.DataFrame())
         modality = summary["modality"]
         section = f"Subject adapters and shared decoder: {modality}"
         tags = ("decoder", FAMILY, modality)
@@ -89,7 +113,8 @@ def adapters_section(report: ReportBuilder, ctx: ReportContext) -> None:
             _TEMPLATE, n_subjects=len(summary["subjects"]), modality=modality,
             model=summary["model"], n_candidates=int(round(n_cand)),
             n_perm=summary["settings"][FAMILY]["n_permutations"], n_runs=len(summary["runs"]),
-            seconds=int(summary["seconds"]), rows=decoder_rows(retrieval)),
+            seconds=int(summary["seconds"]), rows=decoder_rows(retrieval),
+            crowd=crowd_rows(crowd)),
             section=section, tags=tags)
         report.figure(
             retrieval_figure(retrieval),

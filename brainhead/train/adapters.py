@@ -16,6 +16,11 @@ writes, under ``results/<study>/models/adapters/<modality>/``:
     Reset-tuning: a fresh adapter for a held-out subject, everything else frozen,
     trained on a fraction of its training stimuli, against a decoder trained from
     scratch on that subject alone at the same fraction.
+``crowd.tsv``
+    Joint against per-subject decoders on fold 0, each subject with its own seeded
+    fraction of its training stimuli (as the voxel encoder's crowd comparison): does a
+    decoder shared by every subject decode better than one per subject when data are
+    scarce?
 ``predictions.h5``, ``summary.json``, ``runs/<hash>/``
     As for the voxel encoder (:mod:`brainhead.train.voxel`).
 
@@ -29,6 +34,7 @@ import copy
 import json
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +44,12 @@ import torch
 from .._logging import logger, progress
 from ..io.store import atomic_path, provenance, spec_hash, write_arrays
 from .data import EncodingData, loader
-from .experiment import JointExperiment, load_modality
+from .experiment import JointExperiment, load_modality, stimulus_subset
 from .modules import DecoderModule
 from .trainer import TrainConfig, epoch_seed, fit_run
 
-__all__ = ["DEFAULTS", "FAMILY", "DecoderExperiment", "retrieval_hits", "train_adapter_decoder"]
+__all__ = ["DEFAULTS", "FAMILY", "DecoderExperiment", "decoder_config", "retrieval_hits",
+           "train_adapter_decoder"]
 
 FAMILY = "adapters"
 
@@ -50,7 +57,19 @@ FAMILY = "adapters"
 DEFAULTS = {"d_shared": 256, "depth": 2, "adapter": "linear", "pool": None, "dropout": 0.1,
             "contrastive_weight": 1.0, "temperature": 0.07, "learn_temperature": True,
             "n_permutations": 1000, "adapt": True, "adapt_fractions": [0.1, 0.25, 0.5, 1.0],
-            "shuffled_control": True}
+            "shuffled_control": True, "crowd": True, "crowd_fractions": [0.25],
+            "lr": None, "batch_size": None, "max_epochs": None, "min_steps_per_epoch": None,
+            "patience": None}
+
+#: Settings of the ``train`` section that the ``adapters`` section may override (None:
+#: the ``train`` value).
+TRAIN_OVERRIDES = ("lr", "batch_size", "max_epochs", "min_steps_per_epoch", "patience")
+
+
+def decoder_config(cfg: TrainConfig, params: Mapping) -> TrainConfig:
+    """``cfg`` with the family's own training settings (those not None) in place."""
+    return replace(cfg, **{k: params[k] for k in TRAIN_OVERRIDES
+                           if params.get(k) is not None})
 
 
 def retrieval_hits(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
@@ -240,6 +259,47 @@ class DecoderExperiment(JointExperiment):
                              "top5": float((ranks < 5).mean()), "n_candidates": len(test)})
         return rows
 
+    def crowd(self) -> list[dict]:
+        """Joint decoder against one decoder per subject at fractions of the stimuli, fold 0.
+
+        Each subject keeps its own seeded subset of its fold-0 training stimuli (so the
+        joint decoder sees the union of the subsets, each stimulus through the subjects
+        that kept it); validation stimuli are drawn once from the union, and scores are
+        top-1/top-5 among the fold's held-out stimuli, which no run saw.
+        """
+        if len(self.subjects) < 2:
+            logger.warning("%s: the crowd comparison needs at least 2 subjects; skipped",
+                           FAMILY)
+            return []
+        train, test = self.split(0)
+        rows = []
+        for frac in self.params["crowd_fractions"]:
+            subset = {s: stimulus_subset(train[s], frac, self.cfg.seed, f"crowd:{s}")
+                      for s in self.subjects}
+            # the validation draw of cross-validation's fold 0: at fraction 1 the joint
+            # decoder is that fold's, reused rather than trained again
+            fit, val = self.fit_val(subset, "cv0")
+            joint, data = self.run(f"crowd/{frac}/joint", "trained", fit, val)
+            for s in self.subjects:
+                if len(fit[s]) < 2 or not val[s]:
+                    logger.warning("%s: sub-%s has too few stimuli for the crowd comparison "
+                                   "at %s; skipped", FAMILY, s, frac)
+                    continue
+                single, sdata = self.run(f"crowd/{frac}/single-{s}", "trained", {s: fit[s]},
+                                         {s: val[s]})
+                for method, module, d in (("joint", joint, data),
+                                          ("per_subject", single, sdata)):
+                    pred = self.decode(module, d, s, test[s])
+                    true = self.true_features(d, test[s])
+                    for k, layer in enumerate(self.layers):
+                        ranks = retrieval_hits(pred[:, k], true[:, k])
+                        rows.append({"subject": s, "fraction": frac,
+                                     "n_stimuli": len(subset[s]), "method": method,
+                                     "layer": layer, "top1": float((ranks < 1).mean()),
+                                     "top5": float((ranks < 5).mean()),
+                                     "n_candidates": len(test[s])})
+        return rows
+
 
 def train_adapter_decoder(response_paths: Sequence[str | Path], features_path: str | Path,
                           out_dir: str | Path, params: dict, *, seed: int = 0, model: str = "",
@@ -258,7 +318,8 @@ def train_adapter_decoder(response_paths: Sequence[str | Path], features_path: s
 
     start = time.perf_counter()
     out_dir = Path(out_dir)
-    cfg = TrainConfig.from_params(params, seed)
+    cfg = decoder_config(TrainConfig.from_params(params, seed),
+                         {**DEFAULTS, **params.get(FAMILY, {})})
     subjects, modality = load_modality(response_paths, FAMILY)
     features, feature_ids, _ = read_features(features_path)
     exp = DecoderExperiment(subjects, features, feature_ids, out_dir, params.get(FAMILY, {}),
@@ -267,12 +328,16 @@ def train_adapter_decoder(response_paths: Sequence[str | Path], features_path: s
                 "/".join(str(s.n_targets) for s in subjects.values()), exp.n_folds, exp.device)
     retrieval, arrays = exp.cross_validate()
     adaptation = exp.adaptation() if exp.params["adapt"] else []
+    crowd = exp.crowd() if exp.params["crowd"] else []
     for s, sub in exp.subjects.items():
         arrays.update({f"sub-{s}/stim_id": sub.stim_id,
                        f"sub-{s}/fold": np.array([exp.folds[x] for x in sub.stim_id])})
     out_dir.mkdir(parents=True, exist_ok=True)
     tables = {"retrieval.tsv": pd.DataFrame(retrieval).assign(modality=modality, model=model),
               "adaptation.tsv": pd.DataFrame(adaptation, columns=[
+                  "subject", "fraction", "n_stimuli", "method", "layer", "top1", "top5",
+                  "n_candidates"]),
+              "crowd.tsv": pd.DataFrame(crowd, columns=[
                   "subject", "fraction", "n_stimuli", "method", "layer", "top1", "top5",
                   "n_candidates"])}
     for name, frame in tables.items():
