@@ -12,7 +12,8 @@ __all__ = ["OUTPUTS", "family_modalities", "train_family", "train_subjects"]
 #: Files that each family's job writes in ``results/<study>/models/<family>/<modality>/``.
 OUTPUTS = {"voxel_xattn": ("scores.tsv", "layer_profile.tsv", "transfer.tsv", "crowd.tsv",
                            "predictions.h5", "summary.json"),
-           "adapters": ("retrieval.tsv", "adaptation.tsv", "predictions.h5", "summary.json"),
+           "adapters": ("retrieval.tsv", "adaptation.tsv", "crowd.tsv", "predictions.h5",
+                        "summary.json"),
            "memory_rnn": ("memory_depth.tsv", "depth.tsv", "units.tsv", "summary.json")}
 
 
