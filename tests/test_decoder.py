@@ -1,14 +1,20 @@
-"""Subject adapters + shared decoder (encoders/adapters.py) and their training module.
-
-The decoding experiment (retrieval, reset-tuning curves, shuffled control) and its
-workflow rule are not built yet; these tests cover the model, the loss and the
-LightningModule that it will use through brainhead.train's machinery.
+"""Subject adapters + shared decoder (encoders/adapters.py), its training module and the
+decoding experiment (brainhead.train.adapters): the model, the loss, retrieval and its
+null, the controls, reset-tuning, the joint/per-subject comparison, determinism, and a
+resume after SIGKILL (the kill test's training process runs this file as a script:
+``python tests/test_decoder.py ROOT``, see :func:`train_in`).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -160,7 +166,7 @@ def test_retrieval_ranks_and_permutation_null_by_hand():
 
 
 def _decoder_experiment(tmp_path, *, n_stimuli=80, n_targets=(24, 30, 20), seed=0,
-                        params=None):
+                        params=None, **train):
     from brainhead.simulate.signals import planted_responses, shared_bases
     from brainhead.train.adapters import DecoderExperiment
     from brainhead.train.data import SubjectResponses
@@ -184,8 +190,8 @@ def _decoder_experiment(tmp_path, *, n_stimuli=80, n_targets=(24, 30, 20), seed=
             subject=f"0{k}", modality="fmri", Y=Y.astype(np.float32), stim_id=ids,
             target_name=np.array([f"t{i}" for i in range(nt)]), region=regions,
             folds={s: i % 4 for i, s in enumerate(ids)})
-    cfg = TrainConfig(max_epochs=15, patience=4, batch_size=16, progress=False, seed=seed,
-                      lr=3e-3, min_steps_per_epoch=6)
+    cfg = TrainConfig(**{"max_epochs": 15, "patience": 4, "batch_size": 16, "progress": False,
+                         "seed": seed, "lr": 3e-3, "min_steps_per_epoch": 6, **train})
     p = {"d_shared": 32, "depth": 1, "n_permutations": 200, "adapt_fractions": [0.25, 1.0],
          **(params or {})}
     rand = np.random.default_rng(99).standard_normal(feats.shape)
@@ -259,3 +265,147 @@ def test_decoder_section_of_the_report(decoded, tmp_path):
     writer.commit()
     names = sorted(p.name for p in (tmp_path / "figures").iterdir())
     assert "adapters_fmri_all-subjects_all-targets_top1_layer-curve.png" in names, names
+
+
+# --------------------------------------------------------------------------- determinism, resume
+HOLD = "hold.json"
+PAUSE_EPOCH = 2
+#: a fold-0 run of a small study, long enough to be killed in the middle
+SMALL = {"n_stimuli": 48, "max_epochs": 5, "patience": 100, "min_steps_per_epoch": 3}
+
+
+def decode_fold0(exp):
+    """``exp.run`` on outer fold 0: (run info, decoded test features of every subject)."""
+    train, test = exp.split(0)
+    fit, val = exp.fit_val(train, "cv0")
+    module, data = exp.run("fold0", "trained", fit, val)
+    return exp.runs[-1], {s: exp.decode(module, data, s, test[s]) for s in exp.subjects}
+
+
+def train_in(root: Path) -> dict:
+    """Train the decoder on fold 0 under ``root`` and save what the tests compare.
+
+    Writes ``root/decoded_<subject>.npy``, ``root/info.json`` and appends each epoch
+    that starts to ``root/epochs.txt``; with ``root/hold.json`` (test hook) training
+    waits, to be killed, at the start of epoch :data:`PAUSE_EPOCH`.
+    """
+    from brainhead.train import adapters
+
+    hold = (root / HOLD).is_file()
+
+    class Recording(adapters.DecoderModule):
+        def on_train_epoch_start(self):
+            with open(root / "epochs.txt", "a") as fid:
+                fid.write(f"{self.current_epoch}\n")
+            if hold and self.current_epoch == PAUSE_EPOCH:
+                (root / "paused").write_text(str(self.current_epoch))
+                time.sleep(3000)
+
+    original, threads = adapters.DecoderModule, torch.get_num_threads()
+    adapters.DecoderModule = Recording
+    torch.set_num_threads(1)
+    try:
+        exp = _decoder_experiment(root, **SMALL)
+        info, decoded = decode_fold0(exp)
+    finally:
+        adapters.DecoderModule = original
+        torch.set_num_threads(threads)
+    for s, pred in decoded.items():
+        np.save(root / f"decoded_{s}.npy", pred)
+    (root / "info.json").write_text(json.dumps(info))
+    return info
+
+
+@pytest.fixture(scope="module", autouse=True)
+def held_child(tmp_path_factory):
+    """A training process started with the module (torch and Lightning load while the
+    other tests run); it waits, to be killed, at the start of epoch PAUSE_EPOCH."""
+    root = tmp_path_factory.mktemp("killed")
+    (root / HOLD).write_text("{}")
+    here = Path(__file__).resolve()
+    env = {**os.environ, "BRAINHEAD_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(here), str(root)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, cwd=here.parents[1])
+    yield root, proc
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
+
+
+def _outputs(root: Path, run: dict):
+    metrics = (root / "out" / run["dir"] / "metrics.csv").read_text()
+    return metrics, {p.stem: np.load(p) for p in sorted(root.glob("decoded_*.npy"))}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("uninterrupted")
+    info = train_in(root)
+    assert info["epochs"] == SMALL["max_epochs"] and not info["resumed"]
+    return root, info
+
+
+def test_same_seed_same_decoder_retrieval_and_crowd(uninterrupted, tmp_path):
+    root, info = uninterrupted
+    again = tmp_path / "again"
+    again.mkdir()
+    info2 = train_in(again)
+    metrics, decoded = _outputs(again, info2)
+    ref_metrics, ref_decoded = _outputs(root, info)
+    assert metrics == ref_metrics
+    assert decoded.keys() == ref_decoded.keys() and len(decoded) == 3
+    for s in decoded:
+        assert np.array_equal(decoded[s], ref_decoded[s]), s
+    # another seed trains another decoder
+    other = _decoder_experiment(tmp_path / "seed1", seed=1, **SMALL)
+    _, decoded_other = decode_fold0(other)
+    assert not np.array_equal(decoded_other["00"], decoded["decoded_00"])
+
+    # the joint/per-subject comparison: its table, and the same table again
+    crowd = [pd.DataFrame(_decoder_experiment(tmp_path / f"crowd{i}", max_epochs=2,
+                                              n_stimuli=48,
+                                              params={"crowd_fractions": [0.5]}).crowd())
+             for i in range(2)]
+    pd.testing.assert_frame_equal(crowd[0], crowd[1])
+    table = crowd[0]
+    assert set(table["method"]) == {"joint", "per_subject"}
+    assert set(table["subject"]) == {"00", "01", "02"}
+    assert len(table) == 3 * 2 * 3  # subjects x methods x layers
+    assert (table["n_candidates"] == 12).all()  # fold 0's held-out stimuli
+    # each subject its own half of its 36 training stimuli
+    assert (table["n_stimuli"] == 18).all()
+
+
+# The kill test comes last: its training process starts with the module and waits.
+def test_sigkill_then_resume_equals_uninterrupted(held_child, uninterrupted, caplog):
+    import logging
+
+    from test_train_resume import _kill, _wait_for
+
+    from brainhead.train.checkpoints import load_checkpoint
+
+    root, proc = held_child
+    ref_root, ref_info = uninterrupted
+    _wait_for(root / "paused", proc)
+    _kill(proc)
+    assert not (root / "info.json").exists()
+    last = next((root / "out" / "runs").glob("*/checkpoints/last.ckpt"))
+    assert load_checkpoint(last)["epoch"] == PAUSE_EPOCH - 1
+    (root / HOLD).unlink()
+    with caplog.at_level(logging.INFO, logger="brainhead"):
+        info = train_in(root)  # the same work again, here in the test process
+    assert info["resumed"] is True and "resuming from" in caplog.text
+    epochs = [int(x) for x in (root / "epochs.txt").read_text().split()]
+    assert epochs == [*range(PAUSE_EPOCH + 1), *range(PAUSE_EPOCH, SMALL["max_epochs"])]
+    metrics, decoded = _outputs(root, info)
+    ref_metrics, ref_decoded = _outputs(ref_root, ref_info)
+    assert metrics == ref_metrics
+    for s in ref_decoded:
+        assert np.array_equal(decoded[s], ref_decoded[s]), s
+
+
+if __name__ == "__main__":
+    from brainhead._logging import setup_logging
+
+    setup_logging()
+    train_in(Path(sys.argv[1]))
