@@ -1,10 +1,12 @@
-"""Training throughput and memory of the voxel cross-attention encoder, per brain size.
+"""Training throughput and memory of the voxel cross-attention encoder, per brain size,
+and of the subject-adapter decoder at the demo's sizes.
 
 Usage::
 
     python benchmarks/train_throughput.py                # this CPU, then CUDA if present
     python benchmarks/train_throughput.py --device cpu --threads 2
     python benchmarks/train_throughput.py --device cuda  # GPU only, bf16-mixed by default
+    python benchmarks/train_throughput.py --no-decoder   # the voxel encoder only
     python benchmarks/train_throughput.py --sizes demo,10k,100k --steps 100 \\
         --n-sampled-targets 4096 --batch-size 32 --precision fp32 --lightning-epochs 10
 
@@ -61,6 +63,15 @@ on a machine shared with other jobs, two threads on two cores made each step abo
 times slower than one (OpenMP threads wait for each other). The default run takes
 about 2 minutes on a busy 2-core CPU; ``--device cuda`` stops with a message when torch
 sees no CUDA device. It prints; it asserts nothing.
+
+The subject-adapter decoder (:class:`encoders.adapters.AdapterDecoder` in
+:class:`brainhead.train.modules.DecoderModule`: MSE plus InfoNCE over every layer,
+AdamW) is measured at the demo's sizes and settings (``--decoder``, default on: fMRI,
+3 subjects with 1,876 / 1,084 / 677 voxels; sEEG, 2 subjects with 32 / 30 contacts;
+160 stimuli; the demo's ``train.adapters``: ``d_shared`` 64, one residual block, batch
+64, decoding 7 x 384 features at once): a bare loop (samples/s = stimuli decoded per
+second, FLOPs counted analytically by :func:`decoder_step_flops`, memory as above) and
+one ``fit_run`` through Lightning (epochs/s, samples/s).
 """
 
 from __future__ import annotations
@@ -88,6 +99,11 @@ MODEL = {"d_model": 32, "n_heads": 1, "dropout": 0.1, "keys": "layer"}
 LR, WEIGHT_DECAY = 3e-3, 1e-4
 DEMO = {"n_targets": {"f01": 1000, "f02": 1900, "f03": 700}, "n_stimuli": 160}
 PRECISIONS = ("auto", "fp32", "bf16-mixed")
+#: The demo's ``train.adapters`` settings (data_specs/demo/study.yaml).
+DECODER = {"d_shared": 64, "depth": 1, "adapter": "linear", "pool": None, "dropout": 0.1}
+DECODER_LR, DECODER_BATCH = 1e-2, 64
+DECODER_SIZES = {"fmri": {"f01": 1876, "f02": 1084, "f03": 677},
+                 "seeg": {"s01": 32, "s02": 30}}
 
 
 def parse_size(name: str) -> dict:
@@ -446,6 +462,146 @@ def measure_lightning(size: dict, *, device: str, precision: str, epochs: int,
             "first_epoch": (stamps[1] - t0) if len(stamps) > 1 else None, "error": None}
 
 
+# --------------------------------------------------------------------------- decoder
+def decoder_step_flops(B: int, T: int, d: int, depth: int, L: int = N_LAYERS,
+                       D: int = DIM) -> float:
+    """Matrix-product FLOPs of one decoder training step (2 per multiply-add).
+
+    Forward: the adapter (``T -> d``), ``depth`` residual blocks (two ``d x d``), the
+    head (``d -> L * D``) and the InfoNCE similarities of every layer (``B x B x D``);
+    the backward counts twice the forward, except the adapter, whose input (responses)
+    needs no gradient, so it counts once.
+    """
+    adapter = 2 * B * T * d
+    fwd = adapter + depth * 2 * (2 * B * d * d) + 2 * B * d * L * D + L * 2 * B * B * D
+    return 3 * fwd - adapter
+
+
+def _decoder_child(name: str, opts: dict, queue) -> None:
+    try:
+        queue.put(measure_decoder(name, **opts))
+    except Exception as err:
+        import traceback
+
+        queue.put({"error": f"{type(err).__name__}: {err}", "trace": traceback.format_exc()})
+
+
+def measure_decoder(name: str, *, device: str, precision: str, steps: int,
+                    threads: int | None, epochs: int, seed: int = 0) -> dict:
+    """The decoder at one demo size: a bare loop (time, FLOPs, memory), then ``fit_run``."""
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from brainhead.train.data import EncodingData, SubjectResponses, loader
+    from brainhead.train.modules import DecoderModule
+    from brainhead.train.trainer import TrainConfig, fit_run
+    from encoders.adapters import AdapterDecoder
+
+    if threads:
+        torch.set_num_threads(threads)
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    precision = _precision(dev.type, precision)
+    amp_dtype = torch.bfloat16 if precision == "bf16-mixed" else None
+    gemm = measure_gemm(torch, dev, amp_dtype or torch.float32, 8192 if cuda else 2048)
+    n_targets, n_stim, B = DECODER_SIZES[name], DEMO["n_stimuli"], DECODER_BATCH
+    layers = list(range(N_LAYERS))
+
+    def build():
+        torch.manual_seed(seed)
+        net = AdapterDecoder(n_targets, N_LAYERS * DIM, **DECODER).to(dev).train()
+        module = DecoderModule(net, layers=layers, lr=DECODER_LR, weight_decay=1e-4).to(dev)
+        return net, module
+
+    gen = torch.Generator().manual_seed(seed)
+    features = torch.randn(n_stim, N_LAYERS, DIM, generator=gen)
+    responses = {s: torch.randn(n_stim, n, generator=gen) for s, n in n_targets.items()}
+    net, module = build()
+    opt = module.configure_optimizers()
+    subjects = sorted(n_targets)
+
+    def run(first: int, n: int) -> tuple[float, float]:
+        flops = 0.0
+        _sync(torch, dev)
+        start = time.perf_counter()
+        for step in range(first, first + n):
+            subject = subjects[step % len(subjects)]
+            rows = torch.randperm(n_stim, generator=gen)[:B]
+            y, x = responses[subject][rows].to(dev), features[rows].to(dev)
+            with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                pred = module(y, subject)
+            loss = module.loss(pred.float(), x)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            flops += decoder_step_flops(B, n_targets[subject], DECODER["d_shared"],
+                                        DECODER["depth"])
+        _sync(torch, dev)
+        return time.perf_counter() - start, flops
+
+    run(0, 2 * len(subjects))
+    release_freed_memory()
+    reset_peak_rss()
+    rss_before = current_rss()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    seconds, flops = run(2 * len(subjects), steps)
+    out = {"name": name, "device": str(dev), "precision": precision, "steps": steps,
+           "batch": B, "seconds": seconds, "flops": flops, "gemm": gemm,
+           "params": sum(p.numel() for p in net.parameters()),
+           "rss_step": peak_rss() - rss_before, "rss": current_rss(), "error": None}
+    if cuda:
+        out["gpu_peak"] = torch.cuda.max_memory_allocated()
+
+    # the workflow's path: fit_run, validation and checkpoints every epoch
+    stim_id = np.array([f"stim{i:04d}" for i in range(n_stim)])
+    subs = {s: SubjectResponses(s, "fmri", responses[s].numpy(), stim_id,
+                                np.array([f"t{j}" for j in range(n)]), np.array(["r"] * n), {})
+            for s, n in n_targets.items()}
+    n_val = round(0.15 * n_stim)
+    fit = {s: sorted(stim_id[n_val:]) for s in subs}
+    val = {s: sorted(stim_id[:n_val]) for s in subs}
+    data = EncodingData(features.permute(1, 0, 2).numpy(), stim_id, subs,
+                        {s: list(stim_id) for s in subs})
+    net, module = build()
+    train_loader = loader(data, fit, batch_size=B, n_sampled_targets=None, shuffle=True,
+                          seed=seed, min_batches=2 * len(fit))
+    val_loader = loader(data, val, batch_size=B, n_sampled_targets=None, shuffle=False,
+                        seed=0)
+    cfg = TrainConfig(max_epochs=epochs, patience=epochs + 1, batch_size=B, lr=DECODER_LR,
+                      seed=seed, device=dev.type, progress=False,
+                      precision="32-true" if precision == "fp32" else precision)
+    with tempfile.TemporaryDirectory(prefix="brainhead-decoder-bench-") as run_dir:
+        t0 = time.perf_counter()
+        info = fit_run(module, train_loader, val_loader, run_dir, cfg, name="decoder")
+        out["fit_seconds"] = time.perf_counter() - t0
+    out["fit_epochs"] = int(info["epochs"])
+    out["fit_samples"] = int(info["epochs"]) * len(train_loader) * B
+    return out
+
+
+def print_decoder(results: list[dict]) -> None:
+    first = results[0]
+    print(f"\nsubject-adapter decoder on {first['device']} ({first['precision']}), demo "
+          f"settings {DECODER}, batch {DECODER_BATCH}, MSE + InfoNCE over {N_LAYERS} layers")
+    head = (f"{'size':>5} {'params':>9} {'ms/step':>8} {'samples/s':>10} {'GFLOP/s':>8} "
+            f"{'of GEMM':>7} {'step MiB':>8} {'RSS MiB':>8} {'fit_run epochs/s':>16} "
+            f"{'fit_run samples/s':>17}")
+    print(head)
+    print("-" * len(head))
+    for r in results:
+        rate = r["flops"] / r["seconds"]
+        print(f"{r['name']:>5} {r['params']:>9,} {1e3 * r['seconds'] / r['steps']:>8.2f} "
+              f"{r['steps'] * r['batch'] / r['seconds']:>10,.0f} {rate / 1e9:>8.2f} "
+              f"{rate / r['gemm']:>7.1%} {_mib(r['rss_step']):>8} {_mib(r['rss']):>8} "
+              f"{r['fit_epochs'] / r['fit_seconds']:>16.2f} "
+              f"{r['fit_samples'] / r['fit_seconds']:>17,.0f}")
+    print("(samples = stimuli decoded; step MiB: extra resident peak within the measured "
+          "steps; RSS: the process after them; fit_run: the workflow's path, validation "
+          "and two checkpoints every epoch)")
+
+
 # --------------------------------------------------------------------------- parent
 def in_child(target, *args) -> dict:
     """Run ``target(*args, queue)`` in a fresh spawned process; return what it put."""
@@ -571,6 +727,8 @@ def main(argv=None) -> int:
                              "choice)")
     parser.add_argument("--lightning-epochs", type=int, default=10,
                         help="epochs of the end-to-end fit_run at demo size (0: skip)")
+    parser.add_argument("--decoder", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure the subject-adapter decoder at the demo's sizes")
     args = parser.parse_args(argv)
     try:
         sizes = [parse_size(s) for s in args.sizes.split(",") if s]
@@ -624,6 +782,19 @@ def main(argv=None) -> int:
             else:
                 bare = next((r for r in results if r["name"] == "demo"), None)
                 print_lightning(res, bare)
+        if args.decoder:
+            dopts = {"device": device, "precision": args.precision, "steps": args.steps,
+                     "threads": args.threads, "epochs": max(args.lightning_epochs, 1)}
+            decoded = []
+            for name in DECODER_SIZES:
+                res = in_child(_decoder_child, name, dopts)
+                if res["error"]:
+                    print(f"decoder {name} on {device} FAILED: {res['error']}\n{res['trace']}")
+                    status = 1
+                else:
+                    decoded.append(res)
+            if decoded:
+                print_decoder(decoded)
     print(f"\nwall time {time.perf_counter() - t_start:.0f} s, load average now "
           f"{os.getloadavg()[0]:.1f}")
     return status
