@@ -1,15 +1,18 @@
 """Scores of a decoder on held-out rows, each with its chance level and a permutation p.
 
-The p-value is that of a label permutation test within the test fold: the test labels
-are permuted ``n_permutations`` times against the fixed predictions, and p is the
-fraction of permutations whose accuracy reaches the observed one, counting the observed
-labelling itself (``(1 + #{null >= observed}) / (1 + n_permutations)``, so p is never
-0). This tests whether the predictions depend on the labels at all, given the
-prediction and label frequencies of the fold; it refits nothing. Scores pooled over the
-folds of a protocol permute within each fold and sum correct predictions over folds,
-so the null keeps every fold's class balance. Chance is the accuracy of always
-answering the most frequent test label (the majority rate); balanced accuracy's chance
-is one over the number of classes.
+The p-value is that of a label permutation test within the test fold, on balanced
+accuracy: the test labels are permuted ``n_permutations`` times against the fixed
+predictions, and p is the fraction of permutations whose balanced accuracy reaches the
+observed one, counting the observed labelling itself (``(1 + #{null >= observed}) / (1 +
+n_permutations)``, so p is never 0). This tests whether the predictions depend on the
+labels at all; it refits nothing. Balanced accuracy is the statistic because its null
+sits at one over the number of classes whatever the class balance and the predictions'
+bias (accuracy's null, the sum over classes of predicted x true rates, can sit below the
+majority rate, so an accuracy under the majority rate could come out "significant").
+Scores pooled over the folds of a protocol permute within each fold and add the per-class
+counts over folds, so the null keeps every fold's class balance. Chance is reported for
+both scores: the accuracy of always answering the most frequent test label (majority
+rate), and one over the number of classes for balanced accuracy.
 """
 
 from __future__ import annotations
@@ -25,17 +28,27 @@ SCORE_COLUMNS = ["modality", "protocol", "subject", "fold", "model", "n_train", 
                  "fit_seconds", "n_purged"]
 
 
-def permutation_null(y_true: np.ndarray, y_pred: np.ndarray, n_permutations: int,
+def permutation_null(y_true: np.ndarray, y_pred: np.ndarray, classes, n_permutations: int,
                      rng: np.random.Generator) -> np.ndarray:
-    """Correct predictions under ``n_permutations`` permutations of ``y_true``.
+    """Correct predictions per class under ``n_permutations`` permutations of ``y_true``.
 
     Returns
     -------
-    correct : ndarray of int, shape (n_permutations,)
+    correct : ndarray of int, shape (n_permutations, n_classes)
+        Rows whose permuted label is the class and is predicted.
     """
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    perms = rng.permuted(np.tile(y_true, (n_permutations, 1)), axis=1)
-    return (perms == y_pred[None, :]).sum(1)
+    classes = np.asarray(classes, str)
+    t = np.searchsorted(classes, np.asarray(y_true, str))
+    p = np.searchsorted(classes, np.asarray(y_pred, str))
+    perms = rng.permuted(np.tile(t, (n_permutations, 1)), axis=1)
+    hit = perms == p[None, :]
+    return np.stack([(hit & (perms == c)).sum(1) for c in range(len(classes))], axis=1)
+
+
+def _null_balanced(correct: np.ndarray, support: np.ndarray) -> np.ndarray:
+    """Balanced accuracy of each permutation from per-class correct counts."""
+    present = support > 0
+    return (correct[:, present] / support[present]).mean(1)
 
 
 def roc_auc(positive: np.ndarray, score: np.ndarray) -> float:
@@ -85,29 +98,23 @@ def fold_scores(y_true, proba, classes, *, n_permutations: int = 1000,
     proba : ndarray, shape (n, n_classes)
         Class probabilities, columns in the order of ``classes``.
     classes : array of str
-        Sorted labels of the training side.
+        Sorted labels of the study.
     n_permutations : int
     rng : numpy.random.Generator
 
     Returns
     -------
     scores : dict
-        Keys of :data:`SCORE_COLUMNS` from ``n_classes`` to ``n_permutations``.
+        Keys of :data:`SCORE_COLUMNS` from ``n_classes`` to ``n_permutations``;
+        ``null_mean`` and ``p_value`` are those of balanced accuracy.
     """
-    rng = np.random.default_rng(0) if rng is None else rng
-    classes = np.asarray(classes, str)
-    y_pred = classes[np.argmax(proba, axis=1)]
-    out = _scores(y_true, y_pred, proba, classes)
-    null = permutation_null(y_true, y_pred, n_permutations, rng) / len(y_true)
-    out.update(null_mean=float(null.mean()), n_permutations=n_permutations,
-               p_value=float((1 + np.sum(null >= out["accuracy"] - 1e-12))
-                             / (1 + n_permutations)))
-    return out
+    return pooled_scores([(y_true, proba)], classes, n_permutations=n_permutations, rng=rng)
 
 
 def pooled_scores(folds: list[tuple[np.ndarray, np.ndarray]], classes, *,
                   n_permutations: int = 1000, rng: np.random.Generator | None = None) -> dict:
-    """Scores over the test rows of several folds, with a within-fold permutation null.
+    """Scores over the test rows of one or several folds, with a within-fold permutation
+    null of balanced accuracy.
 
     Parameters
     ----------
@@ -120,11 +127,13 @@ def pooled_scores(folds: list[tuple[np.ndarray, np.ndarray]], classes, *,
     proba = np.concatenate([p for _, p in folds])
     y_pred = classes[np.argmax(proba, axis=1)]
     out = _scores(y_true, y_pred, proba, classes)
-    null = np.zeros(n_permutations)
+    correct = np.zeros((n_permutations, len(classes)))
     for t, p in folds:
-        null += permutation_null(t, classes[np.argmax(p, axis=1)], n_permutations, rng)
-    null /= len(y_true)
+        correct += permutation_null(t, classes[np.argmax(p, axis=1)], classes,
+                                    n_permutations, rng)
+    support = np.array([(y_true == c).sum() for c in classes])
+    null = _null_balanced(correct, support)
     out.update(null_mean=float(null.mean()), n_permutations=n_permutations,
-               p_value=float((1 + np.sum(null >= out["accuracy"] - 1e-12))
+               p_value=float((1 + np.sum(null >= out["balanced_accuracy"] - 1e-12))
                              / (1 + n_permutations)))
     return out

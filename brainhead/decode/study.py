@@ -283,8 +283,9 @@ def run_decoding(study, response_paths, out_dir, *, n_permutations: int | None =
     summary = {"study": study.name, "seed": seed, "settings": settings, "classes": classes,
                "folds": folds, "skipped": skipped,
                "seconds": round(time.perf_counter() - start, 1),
-               "p_value": "label permutations within each test fold (accuracy)",
-               "chance": "majority rate of the test labels"}
+               "p_value": ("test labels permuted within each fold against the predictions, "
+                           "for balanced accuracy (whose chance is one over the classes)"),
+               "chance": "majority rate of the test labels (for accuracy)"}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_arrays(out_dir / "predictions.h5", predictions, prov)
     write_arrays(out_dir / "attention.h5", attention, prov)

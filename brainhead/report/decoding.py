@@ -25,18 +25,19 @@ names): WithinSession, {{ n_folds }} folds inside each session, grouped by trial
 presentations together) or, for windows of continuous recordings, by contiguous blocks;
 CrossSession, leave one session out; CrossSubject, leave one subject out. Every split was
 checked where it was made: no trial, subject or overlapping time span on both sides, and
-early stopping used a validation split of the training side only. <i>chance</i>: majority
-rate of the test labels; <i>p</i>: {{ p_text }} ({{ n_perm }} permutations; pooled rows
-permute within each fold). Rows "all": test predictions of every fold (and subject) pooled.
+early stopping used a validation split of the training side only. Chance of accuracy: the
+majority rate of the test labels; of balanced accuracy: one over the number of classes.
+<i>p</i>: {{ p_text }} ({{ n_perm }} permutations; pooled rows permute within each fold). Rows "all": test predictions of every fold (and subject) pooled.
 {% if skipped %}Not run: {% for s in skipped %}{{ s.protocol }}{% if s.model != "*" %}
 {{ s.model }}{% endif %} ({{ s.reason }}){% if not loop.last %}; {% endif %}{% endfor %}.{% endif %}</p>
 <table class="bh"><tr><th>protocol</th><th>subject</th><th>model</th><th>accuracy</th>
-<th>balanced acc.</th><th>ROC AUC</th><th>kappa</th><th>chance</th><th>p</th><th>test rows</th>
-<th>fit CPU s (all folds)</th></tr>
+<th>chance (majority)</th><th>balanced acc.</th><th>chance (1/classes)</th><th>p</th>
+<th>ROC AUC</th><th>kappa</th><th>test rows</th><th>fit CPU s (all folds)</th></tr>
 {% for r in rows %}<tr><td>{{ r.protocol }}</td><td>{{ r.subject }}</td><td>{{ r.model }}</td>
-<td>{{ "%.3f"|format(r.accuracy) }}</td><td>{{ "%.3f"|format(r.balanced_accuracy) }}</td>
-<td>{{ r.roc_auc }}</td><td>{{ r.kappa }}</td><td>{{ "%.3f"|format(r.chance) }}</td>
-<td>{{ "%.3g"|format(r.p_value) }}</td><td>{{ r.n_test }}</td><td>{{ r.seconds }}</td></tr>
+<td>{{ "%.3f"|format(r.accuracy) }}</td><td>{{ "%.3f"|format(r.chance) }}</td>
+<td>{{ "%.3f"|format(r.balanced_accuracy) }}</td><td>{{ "%.3f"|format(r.chance_balanced) }}</td>
+<td>{{ "%.3g"|format(r.p_value) }}</td><td>{{ r.roc_auc }}</td><td>{{ r.kappa }}</td>
+<td>{{ r.n_test }}</td><td>{{ r.seconds }}</td></tr>
 {% endfor %}</table>
 """
 
