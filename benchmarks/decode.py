@@ -4,7 +4,8 @@ Runs the decode stage (:func:`brainhead.decode.run_decoding`, the function the S
 rule calls: same folds for every model, every split leakage-checked, validation from the
 training side) and prints, per modality x protocol x model: the number of folds, the CPU
 seconds of one fold's fit (mean over folds), the pooled held-out accuracy with its
-chance level (majority rate) and permutation p-value, and ROC AUC.
+chance level (majority rate), balanced accuracy with its permutation p-value, and ROC
+AUC.
 
 - ``--demo``: a finished demo's ``results/demo`` (its responses were preprocessed with
   the demo's decode section, so they hold the epochs view); the demo's decode settings.
@@ -50,7 +51,8 @@ def table(scores: pd.DataFrame) -> pd.DataFrame:
         rows.append({"modality": modality, "protocol": protocol, "model": model,
                      "folds": len(folds), "fit_s_per_fold": folds["fit_seconds"].mean(),
                      "accuracy": best["accuracy"], "chance": best["chance"],
-                     "p": best["p_value"], "roc_auc": best["roc_auc"],
+                     "bal_acc": best["balanced_accuracy"], "p": best["p_value"],
+                     "roc_auc": best["roc_auc"],
                      "n_test": int(best["n_test"])})
     return pd.DataFrame(rows)
 
