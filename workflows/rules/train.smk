@@ -24,9 +24,13 @@ for _family in TRAIN_OUTPUTS:
             study=str(STUDY.path),
             out=lambda wildcards, output: os.path.dirname(output[0]),
             # what the job reads from the study besides its inputs, so that an edit of the
-            # train section (or of a subject's train keys) reruns it
-            settings=lambda wildcards: {
-                "train": TRAIN, "seed": STUDY.seed,
+            # shared train keys, of this family's section or of a subject's train keys
+            # reruns it, and an edit of another family's section (or of the families
+            # list) does not
+            settings=lambda wildcards, family=_family: {
+                "train": {k: v for k, v in TRAIN.items()
+                          if k == family or (k not in TRAIN_OUTPUTS and k != "families")},
+                "seed": STUDY.seed,
                 "subjects": {s.subject: s.train for s in STUDY.by_modality(wildcards.modality)}},
         log:
             f"{LOGS}/train/{_family}_{{modality}}.log",
