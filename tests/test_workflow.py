@@ -126,6 +126,8 @@ def test_demo_outputs(demo_run):
     # and the decoding section per modality (EEG, sEEG): accuracy bars and the electrode
     # attention maps of WithinSession and of CrossSubject
     n_figures += 2 * 3
+    # and the shared decoder's per modality (fMRI, sEEG): layer curves and reset-tuning
+    n_figures += 2 * 2
     figures = re.findall(r'<img class="figure-img[^>]*src="data:image/png;base64,', html)
     assert len(figures) == n_figures
     toc = re.findall(r'<a class="nav-link[^>]*>([^<]+)</a>', html)
@@ -133,6 +135,9 @@ def test_demo_outputs(demo_run):
         "Voxel cross-attention encoder: fmri", "Voxel cross-attention encoder: seeg"]
     assert [t for t in toc if t.startswith("Memory RNN decoder")] == [
         "Memory RNN decoder: eeg", "Memory RNN decoder: seeg"]
+    assert [t for t in toc if t.startswith("Subject adapters and shared decoder")] == [
+        "Subject adapters and shared decoder: fmri",
+        "Subject adapters and shared decoder: seeg"]
     assert [t for t in toc if t.startswith("Decoding")] == ["Decoding: eeg", "Decoding: seeg"]
     for section in ("Overview", "Best layers", "Cross-modal", "Brain maps: eeg",
                     "Brain maps: fmri", "Brain maps: seeg", "Provenance"):
