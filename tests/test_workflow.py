@@ -335,8 +335,9 @@ def test_demo_shared_decoder(demo_run):
         assert summary["folds_match_ridge"] and summary["checks"]["frozen_max_change"] == 0.0
     # joint decoder against one decoder per subject, each subject with its own quarter of
     # its fold-0 training stimuli (fMRI; mean top-1 over subjects and layers). Not
-    # asserted: sEEG (per-subject decoders ahead) and reset-tuning against scratch at
-    # 25% (scratch ahead in both modalities); see the README.
+    # asserted: sEEG (joint ahead on this demo, behind with an earlier sEEG
+    # preprocessing) and reset-tuning against scratch at 25% (scratch ahead in both
+    # modalities); see the README.
     crowd = pd.read_csv(demo_run / "models" / "adapters" / "fmri" / "crowd.tsv", sep="\t",
                         dtype={"subject": str})
     means = crowd[crowd["fraction"] == 0.25].groupby("method")["top1"].mean()
