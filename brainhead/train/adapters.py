@@ -44,7 +44,7 @@ import torch
 from .._logging import logger, progress
 from ..io.store import atomic_path, provenance, spec_hash, write_arrays
 from .data import EncodingData, loader
-from .experiment import JointExperiment, load_modality, stimulus_subset
+from .experiment import JointExperiment, load_modality
 from .modules import DecoderModule
 from .trainer import TrainConfig, epoch_seed, fit_run
 
@@ -260,44 +260,20 @@ class DecoderExperiment(JointExperiment):
         return rows
 
     def crowd(self) -> list[dict]:
-        """Joint decoder against one decoder per subject at fractions of the stimuli, fold 0.
-
-        Each subject keeps its own seeded subset of its fold-0 training stimuli (so the
-        joint decoder sees the union of the subsets, each stimulus through the subjects
-        that kept it); validation stimuli are drawn once from the union, and scores are
-        top-1/top-5 among the fold's held-out stimuli, which no run saw.
-        """
-        if len(self.subjects) < 2:
-            logger.warning("%s: the crowd comparison needs at least 2 subjects; skipped",
-                           FAMILY)
-            return []
-        train, test = self.split(0)
+        """Joint decoder against one decoder per subject at fractions of the stimuli
+        (:meth:`~brainhead.train.experiment.JointExperiment.crowd_runs`), scored by
+        top-1/top-5 among fold 0's held-out stimuli, which no run saw."""
         rows = []
-        for frac in self.params["crowd_fractions"]:
-            subset = {s: stimulus_subset(train[s], frac, self.cfg.seed, f"crowd:{s}")
-                      for s in self.subjects}
-            # the validation draw of cross-validation's fold 0: at fraction 1 the joint
-            # decoder is that fold's, reused rather than trained again
-            fit, val = self.fit_val(subset, "cv0")
-            joint, data = self.run(f"crowd/{frac}/joint", "trained", fit, val)
-            for s in self.subjects:
-                if len(fit[s]) < 2 or not val[s]:
-                    logger.warning("%s: sub-%s has too few stimuli for the crowd comparison "
-                                   "at %s; skipped", FAMILY, s, frac)
-                    continue
-                single, sdata = self.run(f"crowd/{frac}/single-{s}", "trained", {s: fit[s]},
-                                         {s: val[s]})
-                for method, module, d in (("joint", joint, data),
-                                          ("per_subject", single, sdata)):
-                    pred = self.decode(module, d, s, test[s])
-                    true = self.true_features(d, test[s])
-                    for k, layer in enumerate(self.layers):
-                        ranks = retrieval_hits(pred[:, k], true[:, k])
-                        rows.append({"subject": s, "fraction": frac,
-                                     "n_stimuli": len(subset[s]), "method": method,
-                                     "layer": layer, "top1": float((ranks < 1).mean()),
-                                     "top5": float((ranks < 5).mean()),
-                                     "n_candidates": len(test[s])})
+        for frac, s, n, method, module, data, test in self.crowd_runs(
+                self.params["crowd_fractions"]):
+            pred = self.decode(module, data, s, test)
+            true = self.true_features(data, test)
+            for k, layer in enumerate(self.layers):
+                ranks = retrieval_hits(pred[:, k], true[:, k])
+                rows.append({"subject": s, "fraction": frac, "n_stimuli": n,
+                             "method": method, "layer": layer,
+                             "top1": float((ranks < 1).mean()),
+                             "top5": float((ranks < 5).mean()), "n_candidates": len(test)})
         return rows
 
 

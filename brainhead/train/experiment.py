@@ -165,6 +165,42 @@ class JointExperiment:
         if change != 0.0:
             raise RuntimeError(f"{name}: frozen parameters changed by {change}")
 
+    # ------------------------------------------------------------------ crowd
+    def crowd_runs(self, fractions: Sequence[float]) -> Iterator[tuple]:
+        """The runs of a crowd comparison on outer fold 0: one model trained on every
+        subject against one model per subject, at fractions of the stimuli.
+
+        Each subject keeps its own seeded ``fraction`` of its fold-0 training stimuli, so
+        the joint model sees the union of the subsets, each stimulus through the subjects
+        that kept it. Validation stimuli come from the union with cross-validation's
+        fold-0 draw: at fraction 1 the joint run is that fold's, reused rather than
+        trained again. Subjects left with too few stimuli are skipped with a warning.
+
+        Yields
+        ------
+        fraction, subject, n_stimuli, method ("joint" or "per_subject"), module, data,
+        test_stimuli
+        """
+        if len(self.subjects) < 2:
+            logger.warning("%s: the crowd comparison needs at least 2 subjects; skipped",
+                           self.family)
+            return
+        train, test = self.split(0)
+        for frac in fractions:
+            subset = {s: stimulus_subset(train[s], frac, self.cfg.seed, f"crowd:{s}")
+                      for s in self.subjects}
+            fit, val = self.fit_val(subset, "cv0")
+            joint, data = self.run(f"crowd/{frac}/joint", "trained", fit, val)
+            for s in self.subjects:
+                if len(fit[s]) < 2 or not val[s]:
+                    logger.warning("%s: sub-%s has too few stimuli for the crowd comparison "
+                                   "at %s; skipped", self.family, s, frac)
+                    continue
+                yield frac, s, len(subset[s]), "joint", joint, data, test[s]
+                single, sdata = self.run(f"crowd/{frac}/single-{s}", "trained", {s: fit[s]},
+                                         {s: val[s]})
+                yield frac, s, len(subset[s]), "per_subject", single, sdata, test[s]
+
     # ------------------------------------------------------------------ new subject
     def new_subject_runs(self, kind: str, fractions: Sequence[float],
                          methods: tuple[str, str]) -> Iterator[tuple]:

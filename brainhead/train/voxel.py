@@ -49,7 +49,7 @@ import torch
 from .._logging import logger, progress
 from ..io.store import atomic_path, provenance, spec_hash, write_arrays
 from .data import EncodingData, loader
-from .experiment import JointExperiment, load_modality, stimulus_subset
+from .experiment import JointExperiment, load_modality
 from .modules import EncoderModule
 from .trainer import TrainConfig, epoch_seed, fit_run
 
@@ -262,30 +262,14 @@ class VoxelEncoderExperiment(JointExperiment):
 
     def crowd(self) -> list[dict]:
         """Joint training over subjects against one model per subject, on fold 0."""
-        if len(self.subjects) < 2:
-            logger.warning("%s: the crowd comparison needs at least 2 subjects; skipped", FAMILY)
-            return []
-        train, test = self.split(0)
         rows = []
-        for frac in self.params["crowd_fractions"]:
-            subset = {s: stimulus_subset(train[s], frac, self.cfg.seed, f"crowd:{s}")
-                      for s in self.subjects}
-            # The same validation draw as cross-validation's fold 0: at fraction 1 the
-            # joint model is that fold's model, reused rather than trained again.
-            fit, val = self.fit_val(subset, "cv0")
-            joint, data = self.run(f"crowd/{frac}/joint", "trained", fit, val)
-            for s in self.subjects:
-                pred, _ = self.predict(joint, data, s, test[s])
-                rows += self._region_rows(s, _r(pred, self.truth(s, test[s])),
-                                          {"fraction": frac, "n_stimuli": len(subset[s]),
-                                           "method": "joint"})
-                single, sdata = self.run(f"crowd/{frac}/single-{s}", "trained", {s: fit[s]},
-                                         {s: val[s]})
-                pred, _ = self.predict(single, sdata, s, test[s])
-                rows += self._region_rows(s, _r(pred, self.truth(s, test[s])),
-                                          {"fraction": frac, "n_stimuli": len(subset[s]),
-                                           "method": "per_subject"})
+        for frac, s, n, method, module, data, test in self.crowd_runs(
+                self.params["crowd_fractions"]):
+            pred, _ = self.predict(module, data, s, test)
+            rows += self._region_rows(s, _r(pred, self.truth(s, test)),
+                                      {"fraction": frac, "n_stimuli": n, "method": method})
         return rows
+
 
 def train_voxel_encoder(response_paths: Sequence[str | Path], features_path: str | Path,
                         out_dir: str | Path, params: dict, *, seed: int = 0,
