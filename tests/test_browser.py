@@ -80,6 +80,16 @@ return {sections, toc, title: document.title, ready: document.readyState,
 def test_demo_report_in_headless_chromium(browser, demo_results, tmp_path):
     report = demo_results / "report.html"
     browser.get(report.as_uri())
+    # get() can return before a large page has finished loading on a busy machine: wait
+    # for the document (the assertion below still fails if it never completes)
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        WebDriverWait(browser, 120, poll_frequency=0.5).until(
+            lambda d: d.execute_script("return document.readyState") == "complete")
+    except TimeoutException:  # reported by the assertion on the state below
+        pass
     state = browser.execute_script(_PAGE_STATE)
     assert state["ready"] == "complete"
     assert state["title"] == "brainhead alignment report: demo"

@@ -20,8 +20,10 @@ def tables(small_demo):
 def test_eeg_table(tables):
     t = tables["e01"]
     assert t.modality == "eeg"
-    assert set(t.views) == {"stimulus", "bands"}
+    # the demo decodes raw-signal models too (decode.models), so the epochs are kept
+    assert set(t.views) == {"stimulus", "bands", "epochs"}
     assert t.view("stimulus").X.shape == (48, 32)
+    assert t.view("epochs").X.shape[:2] == (48, 32) and t.view("epochs").X.shape[2] > 1
     assert t.view("bands").X.shape == (48, 32, 4)
     assert t.view("bands").labels["band"].tolist() == ["theta", "alpha", "beta", "gamma"]
     assert set(t.targets.region) == {"posterior", "anterior"}
@@ -42,8 +44,9 @@ def test_eeg_condition_modulates_band_power(tables):
 
 def test_seeg_table(tables):
     t = tables["s01"]
-    assert set(t.views) == {"stimulus", "timeseries"}
+    assert set(t.views) == {"stimulus", "timeseries", "epochs"}
     assert t.view("stimulus").X.shape == (48, 32)
+    assert t.view("epochs").X.shape[:2] == (48, 32) and t.view("epochs").X.shape[2] > 1
     assert t.targets.kind.tolist() == ["electrode"] * 32
     ts = t.view("timeseries")
     assert ts.X.shape[1] == 32 and len(ts.events["onset"]) == 48
