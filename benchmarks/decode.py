@@ -68,6 +68,7 @@ def _print(title: str, scores: pd.DataFrame, summary: dict, wall: float) -> None
 
 def bench_demo(results: Path) -> None:
     from brainhead.decode import run_decoding
+    from brainhead.decode.study import read_scores
     from brainhead.specs import load_study
 
     study = load_study(ROOT / "data_specs" / "demo")
@@ -76,12 +77,13 @@ def bench_demo(results: Path) -> None:
         start = time.perf_counter()
         summary = run_decoding(study, paths, tmp)
         wall = time.perf_counter() - start
-        scores = pd.read_csv(Path(tmp) / "scores.tsv", sep="\t", dtype={"subject": str})
+        scores = read_scores(Path(tmp))
     _print("demo", scores, summary, wall)
 
 
 def bench_eegmmidb(root: Path, small: bool) -> None:
     from brainhead.decode import run_decoding
+    from brainhead.decode.study import read_scores
     from brainhead.io import write_responses
     from brainhead.io.store import provenance
     from brainhead.preprocess import run_preprocessing
@@ -110,8 +112,7 @@ def bench_eegmmidb(root: Path, small: bool) -> None:
         start = time.perf_counter()
         summary = run_decoding(study, [out], Path(tmp) / "decode")
         wall = time.perf_counter() - start
-        scores = pd.read_csv(Path(tmp) / "decode" / "scores.tsv", sep="\t",
-                             dtype={"subject": str})
+        scores = read_scores(Path(tmp) / "decode")
     settings = "small electrode/ConvNet settings" if small else "shipped settings"
     _print(f"eegmmidb S001, runs 4, 8, 12, left vs right ({settings})", scores, summary,
            wall)

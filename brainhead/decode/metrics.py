@@ -25,7 +25,7 @@ __all__ = ["SCORE_COLUMNS", "fold_scores", "permutation_null", "pooled_scores"]
 SCORE_COLUMNS = ["modality", "protocol", "subject", "fold", "model", "n_train", "n_test",
                  "n_classes", "accuracy", "balanced_accuracy", "roc_auc", "kappa",
                  "chance", "chance_balanced", "null_mean", "p_value", "n_permutations",
-                 "fit_seconds", "n_purged"]
+                 "n_purged"]
 
 
 def permutation_null(y_true: np.ndarray, y_pred: np.ndarray, classes, n_permutations: int,

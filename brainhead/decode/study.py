@@ -15,7 +15,8 @@ permutation p-value (:mod:`brainhead.decode.metrics`). It writes, atomically::
                                             probabilities (with provenance)
     results/<study>/decode/attention.h5     class-averaged electrode x electrode attention
                                             of the electrode model, per protocol and subject
-    results/<study>/decode/summary.json     settings, classes, folds, skipped models and why
+    results/<study>/decode/summary.json     settings, classes, folds, each fold's fit CPU
+                                            time, skipped models and why
     results/<study>/decode/runs/...         training folders of the torch models (resume)
 """
 
@@ -277,12 +278,17 @@ def run_decoding(study, response_paths, out_dir, *, n_permutations: int | None =
         skipped += res["skipped"]
         folds[modality] = res["folds"]
         classes[modality] = res["classes"]
-    table = pd.DataFrame(scores, columns=SCORE_COLUMNS)
+    table = pd.DataFrame(scores, columns=[*SCORE_COLUMNS, "fit_seconds"])
+    # fit times are measurements, not results: they go to summary.json, so that a rerun
+    # (or a run resumed after a kill) writes the same scores.tsv
+    fit_times = table.loc[table["fold"] != "all", [*FIT_TIME_KEYS, "fit_seconds"]]
+    table = table[SCORE_COLUMNS]
     prov = provenance("decode", {"decode": settings, "seed": seed,
                                  "subjects": sorted(study.subjects)})
     summary = {"study": study.name, "seed": seed, "settings": settings, "classes": classes,
                "folds": folds, "skipped": skipped,
                "seconds": round(time.perf_counter() - start, 1),
+               "fit_cpu_seconds": fit_times.to_dict("records"),
                "p_value": ("test labels permuted within each fold against the predictions, "
                            "for balanced accuracy (whose chance is one over the classes)"),
                "chance": "majority rate of the test labels (for accuracy)"}
@@ -294,6 +300,22 @@ def run_decoding(study, response_paths, out_dir, *, n_permutations: int | None =
     with atomic_path(out_dir / "summary.json") as tmp:
         Path(tmp).write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+#: Keys of a fold's fit time in ``summary.json`` (``fit_cpu_seconds``).
+FIT_TIME_KEYS = ["modality", "protocol", "subject", "fold", "model"]
+
+
+def read_scores(folder) -> pd.DataFrame:
+    """``decode/scores.tsv`` with each fold's fit CPU time (``fit_seconds``, from
+    ``summary.json``; NaN on pooled rows)."""
+    folder = Path(folder)
+    scores = pd.read_csv(folder / "scores.tsv", sep="\t", dtype={"subject": str, "fold": str})
+    summary = json.loads((folder / "summary.json").read_text())
+    times = pd.DataFrame(summary.get("fit_cpu_seconds", []),
+                         columns=[*FIT_TIME_KEYS, "fit_seconds"])
+    times = times.astype({"subject": str, "fold": str})
+    return scores.merge(times, on=FIT_TIME_KEYS, how="left")
 
 
 def decode_study(study, results_dir, out_dir=None, **kwargs) -> dict:

@@ -199,7 +199,9 @@ def decoding_section(report: ReportBuilder, ctx: ReportContext) -> None:
     folder = Path(ctx.results_dir) / "decode"
     if not (folder / "scores.tsv").is_file():
         return
-    scores = pd.read_csv(folder / "scores.tsv", sep="\t", dtype={"subject": str, "fold": str})
+    from ..decode.study import read_scores
+
+    scores = read_scores(folder)
     summary = json.loads((folder / "summary.json").read_text())
     settings = summary["settings"]
     attention = load_attention(folder / "attention.h5") if (folder / "attention.h5").is_file() else {}
