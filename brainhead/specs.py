@@ -6,7 +6,9 @@ job starts: the structure against the JSON schemas in ``workflows/schemas/`` (un
 keys, wrong types, missing fields), then the meaning here (file names match ids, ids
 are unique, referenced files exist and are of a readable type, overrides fit the
 modality, windows, filters and bands are possible, the stimuli table has texts, the
-design gives alignment enough distinct stimuli). Spec files are read as UTF-8 YAML with
+design gives alignment enough distinct stimuli). A study with ``stimuli: null`` has no
+stimuli: it preprocesses (and decodes labels, with a ``decode`` section) but has no
+features, alignment or training (see :func:`has_stimuli`). Spec files are read as UTF-8 YAML with
 duplicate keys and alias bombs refused. Every problem is reported with the file, the
 subject and the key.
 """
@@ -274,7 +276,7 @@ def _read_yaml(path: Path) -> tuple[Any, list[str]]:
     except UnicodeDecodeError as err:
         line = data[:err.start].count(b"\n") + 1
         return None, [f"{who}: not UTF-8 text: byte 0x{data[err.start]:02x} on line "
-                      f"{line}; save the file as UTF-8"]
+                      f"{line} (byte offset {err.start}); save the file as UTF-8"]
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -545,7 +547,7 @@ def _study_problems(config: dict, raw: dict, path: Path, root: Path, *,
     if "simulate" in config:
         n_stimuli = config["simulate"]["n_stimuli"]
         what = f"simulate.n_stimuli is {n_stimuli}"
-    elif "stimuli" in config and (root / config["stimuli"]).is_file():
+    elif config.get("stimuli") is not None and (root / config["stimuli"]).is_file():
         table = root / config["stimuli"]
         table_problems, counts = check_stimulus_table(table)
         problems += table_problems
@@ -784,8 +786,15 @@ def _train_problems(config: dict, subjects: dict[str, SubjectSpec], path: Path) 
 
 def has_stimuli(config: dict) -> bool:
     """Whether a study aligns stimuli (simulated, or a stimuli table), as opposed to a
-    study that only decodes labels (a decode section and no stimuli table)."""
-    return "simulate" in config or "stimuli" in config
+    study without stimuli (``stimuli: null``, or a decode section and no stimuli key):
+    one that only preprocesses, or only decodes labels."""
+    return "simulate" in config or config.get("stimuli") is not None
+
+
+def preprocess_only(config: dict) -> bool:
+    """Whether a study only preprocesses: no stimuli (``stimuli: null``) and no
+    ``decode`` section, so its DAG is preprocess -> report."""
+    return not has_stimuli(config) and "decode" not in config
 
 
 #: Decoding models that read the epochs view (raw signals), and those for two classes.
@@ -859,23 +868,32 @@ def load_study(study: Path | str, *, design: bool = True) -> StudySpec:
     config = validate_study_config(raw, path)
 
     problems = _study_problems(config, raw, path, root, design=design)
-    if "simulate" not in config:
-        if "stimuli" not in config:
-            if "decode" not in config:
+    if "simulate" in config and "stimuli" in config and config["stimuli"] is None:
+        problems.append(f"{_rel(path)}: key 'stimuli': null declares a study without stimuli, "
+                        "but the simulate section writes a stimuli table; remove one of them")
+    elif "simulate" not in config:
+        if config.get("stimuli") is None:
+            if "stimuli" not in config and "decode" not in config:
                 problems.append(f"{_rel(path)}: key 'stimuli': required when the study is not "
                                 "simulated (or add a decode section: a decoding study needs "
-                                "no stimuli table)")
+                                "no stimuli table; or write 'stimuli: null' for a study "
+                                "without stimuli, which only preprocesses)")
             elif config["train"]["families"]:
                 problems.append(f"{_rel(path)}: key 'stimuli': required when the study is not "
                                 "simulated and trains on stimulus features (train.families: "
                                 f"{', '.join(config['train']['families'])}); a study that only "
-                                "decodes labels needs none: remove train.families or add stimuli")
+                                "decodes labels or preprocesses needs none: remove "
+                                "train.families or add stimuli")
         elif (root / config["stimuli"]).is_dir():
             problems.append(f"{_rel(path)}: key 'stimuli': {_rel(root / config['stimuli'])} "
                             "is a directory; name the stimuli table (TSV)")
         elif not (root / config["stimuli"]).is_file():
+            hint = ("; for a study without stimuli write 'stimuli: null' (YAML's null, "
+                    "unquoted)" if config["stimuli"].strip().lower() in ("none", "null", "~", "")
+                    else "")
             problems.append(
-                f"{_rel(path)}: key 'stimuli': file not found: {_rel(root / config['stimuli'])}"
+                f"{_rel(path)}: key 'stimuli': file not found: "
+                f"{_rel(root / config['stimuli'])}{hint}"
             )
     sub_dir = root / config["subjects_dir"]
     files = sorted(sub_dir.glob("sub-*.yaml")) + sorted(sub_dir.glob("sub-*.yml"))
