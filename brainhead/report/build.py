@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..io.store import atomic_path
+from . import preprocessing  # noqa: F401  (registers the preprocessing section)
 from .figures import FigureWriter
 from .sections import ReportBuilder, ReportContext, registered_sections
 from .tables import regional_best
@@ -94,7 +95,9 @@ def make_report(summary_path, out_path, *, study: str, description: str = "",
     ----------
     summary_path : path-like | None
         ``align/summary.tsv`` (see :data:`brainhead.align.SUMMARY_COLUMNS`); None for a
-        study that only decodes labels.
+        study without stimuli (one that only decodes labels, or only preprocesses: then
+        the report describes each subject's ``responses.h5``, given ``results_dir`` and
+        ``spec``).
     out_path : path-like
         ``results/<study>/report.html``; written atomically.
     study, description : str
