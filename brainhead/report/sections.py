@@ -77,6 +77,13 @@ class ReportContext:
     def has_truth(self) -> bool:
         return self.truth is not None
 
+    @property
+    def preprocess_only(self) -> bool:
+        """A study without stimuli or decoding (``stimuli: null``): no scores to show."""
+        from ..specs import preprocess_only
+
+        return self.spec is not None and preprocess_only(self.spec)
+
     def planted(self, subject: str) -> dict:
         if self.truth is None:
             return {}
@@ -148,9 +155,22 @@ Vertical lines: the layer planted in the simulation.{% endif %}</p>
 """
 
 
+_PREPROCESS_ONLY = STYLE + """
+<p class="bh-note">{{ description }}</p>
+<p class="bh-note">This study has no stimuli (<code>stimuli: null</code> in its study.yaml) and
+no decode section: each subject's recordings were preprocessed into its response table
+(<code>sub-&lt;id&gt;/responses.h5</code>, described under Preprocessing), and nothing else
+ran: no features, alignment, decoding or training, hence no scores.</p>
+"""
+
+
 @register_section("overview", order=10)
 def overview_section(report: ReportBuilder, ctx: ReportContext) -> None:
     """Study description, what the metrics mean, and the per-modality summary."""
+    if ctx.preprocess_only:
+        report.html("Overview", render(_PREPROCESS_ONLY, description=ctx.description),
+                    tags=("summary",))
+        return
     report.html("Overview", render(
         _OVERVIEW, description=ctx.description, ci_pct=f"{100 * ctx.ci:g}",
         model=", ".join(sorted(set(ctx.summary["model"]))), has_truth=ctx.has_truth,
@@ -193,6 +213,8 @@ lies above zero.</p>
 @register_section("best_layers", order=20)
 def best_layers_section(report: ReportBuilder, ctx: ReportContext) -> None:
     """Best layer per subject and region (training folds), and trained versus random."""
+    if ctx.preprocess_only:
+        return
     section = "Best layers"
     report.html("Best layer per subject and region", render(
         _BEST, best=ctx.best.to_dict("records"), has_truth=ctx.has_truth,
@@ -336,8 +358,9 @@ def provenance_section(report: ReportBuilder, ctx: ReportContext) -> None:
 
     artifacts = []
     if ctx.results_dir is not None:
-        artifacts = sorted(Path(ctx.results_dir).glob("align/sub-*.h5"))
-    settings = (ctx.spec or {}).get("align") or {}
+        artifacts = sorted(Path(ctx.results_dir).glob(
+            "sub-*/responses.h5" if ctx.preprocess_only else "align/sub-*.h5"))
+    settings = {} if ctx.preprocess_only else (ctx.spec or {}).get("align") or {}
     prov = collect(ctx.spec, settings=settings, benchmarks=ctx.benchmarks_dir,
                    artifacts=artifacts)
     bench = prov["benchmarks"]
