@@ -4,9 +4,9 @@ haxby and ieeg_sample read the real recordings of ../shared/data (skipped withou
 deap, seed, dreamer and nsd read small files generated here in their documented layout.
 Each study is the shipped one (data_specs/<study>/) with its recordings' root pointed at
 the data, and two overrides to keep the test short: 50 permutations and 50 bootstraps
-instead of the default 1000. eegmmidb is covered by the degenerate-design tests
-(tests/test_validate_design.py); a study that main refuses as degenerate is asserted to stop
-before any job with that message, and to say which key to change.
+instead of the default 1000. ieeg_sample has no stimuli (``stimuli: null``): it runs
+preprocess -> report only, given as ``--config study=PATH``. eegmmidb is covered by the
+degenerate-design tests (tests/test_validate_design.py).
 """
 
 from __future__ import annotations
@@ -56,19 +56,6 @@ def _run_to_report(work: Path, name: str) -> pd.DataFrame:
     return summary
 
 
-def _degenerate_or_report(work: Path, name: str) -> None:
-    """Whichever holds on main: the run ends at the report, or stops before any job
-    with the degenerate-design error."""
-    proc = snakemake(work, "--cores", "2", "--configfile", f"data_specs/{name}/study.yaml",
-                     timeout=1200)
-    if proc.returncode != 0 and "degenerate design" in proc.stderr:
-        assert "align.min_stimuli" in proc.stderr
-        assert not (work / "results" / name).exists()
-        return
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert (work / "results" / name / "report.html").is_file()
-
-
 # ----------------------------------------------------------------- shared recordings
 needs_haxby = pytest.mark.skipif(not (SHARED_DATA / "haxby2001").is_dir(),
                                  reason="../shared/data/haxby2001 is absent")
@@ -85,9 +72,33 @@ def test_haxby(tmp_path):
 
 @needs_ieeg
 def test_ieeg_sample(tmp_path):
+    """No stimuli: preprocess -> report, the report describing the bipolar contacts."""
+    import h5py
+
     fif = SHARED_DATA / "ieeg-sample" / "sample_ecog_ieeg.fif"
     work = _prepare(tmp_path, "ieeg_sample", {"files": [str(fif)]})
-    _degenerate_or_report(work, "ieeg_sample")
+    assert not (work / "data_specs" / "ieeg_sample" / "stimuli.tsv").exists()
+    proc = snakemake(work, "--cores", "2", "--config", "study=data_specs/ieeg_sample",
+                     timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = work / "results" / "ieeg_sample"
+    # only preprocessing and the report ran
+    assert sorted(p.name for p in results.iterdir()) == [
+        "benchmarks", "figures", "report.html", "sub-01"]
+    assert sorted(p.name for p in (results / "benchmarks").iterdir()) == ["preprocess", "report"]
+    with h5py.File(results / "sub-01" / "responses.h5", "r") as f:
+        names = [n.decode() for n in f["targets/name"][()]]
+        assert list(f["views"]) == ["timeseries"]
+    # 320 ECoG + 74 sEEG contacts -> 360 bipolar channels along shafts and grid rows
+    assert len(names) == 360 and all("-" in n for n in names)
+    html = (results / "report.html").read_text()
+    assert "ieeg_sample" in html and "sub-01" in html and "stimuli: null" in html
+    assert "Preprocessed subjects" in html and "<td>360</td>" in html
+    assert "(bipolar pairs)" in html and "<td>bipolar</td>" in html
+    assert "360 (head frame)" in html and "20 Hz" in html and "0.70 s" in html
+    for pair in ("G1-G2", "OFMG1-OFMG2", "AD1-AD2", "ID9-ID10"):
+        assert pair in names and pair in html
+    assert "Best layer per subject and region" not in html
 
 
 # ------------------------------------------------------- generated, documented layouts
