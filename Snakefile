@@ -1,8 +1,13 @@
 # brainhead: from raw recordings to a brain-model alignment report.
 #
 #   snakemake --cores 2                                    # the built-in demo study
-#   snakemake --cores 8 --configfile data_specs/<study>/study.yaml
-#   snakemake --profile workflows/profiles/slurm --configfile ...   # on a cluster
+#   snakemake --cores 8 --config study=data_specs/<study>  # a study (folder or study.yaml)
+#   snakemake --cores 8 --configfile data_specs/<study>/study.yaml   # the same, older form
+#   snakemake --profile workflows/profiles/slurm --config study=...  # on a cluster
+#
+# `--config study=PATH` is read by brainhead's own loader; a --configfile is parsed by
+# Snakemake before this file runs, so a study.yaml that is not UTF-8 stops there with
+# Snakemake's traceback instead of brainhead's message.
 #
 # The study spec and every subject file are validated before any job starts.
 

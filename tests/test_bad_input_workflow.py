@@ -140,3 +140,66 @@ def test_bad_input_fails_clearly_through_snakemake(bad_runs, case_id):
     leftovers = list((work / "results" / STUDY).rglob("*.tmp*")) if (
         work / "results" / STUDY).exists() else []
     assert leftovers == []
+
+
+# ------------------------------------------------------- the study file, named on the CLI
+def _named_study(work: Path, name: str) -> Path:
+    """A valid study (no stimuli, one generated sEEG recording) in a copied workflow."""
+    study_dir = work / "data_specs" / name
+    _bad_inputs_fmri.write_seeg_fif(study_dir / "raw" / "rec.fif", ["A1", "A2", "A3"],
+                                    sfreq=250.0, duration=3.0)
+    (study_dir / "subjects").mkdir()
+    (study_dir / "subjects" / "sub-01.yaml").write_text(yaml.safe_dump(
+        {"subject": "01", "modality": "seeg", "source": {"files": ["raw/rec.fif"]}}))
+    (study_dir / "study.yaml").write_text(
+        f"name: {name}\nseed: 0\nstimuli: null\n"
+        "preprocess: {seeg: {high_gamma: [60, 110], epochs: false}}\n")
+    return study_dir / "study.yaml"
+
+
+@pytest.fixture
+def named_work(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy2(ROOT / "Snakefile", work / "Snakefile")
+    shutil.copytree(ROOT / "workflows", work / "workflows")
+    return work
+
+
+def test_a_study_file_that_is_not_utf8_fails_cleanly(named_work):
+    """The README's form, ``--config study=PATH``: brainhead reads the file itself, so a
+    latin-1 byte gets one message naming the file, the line and the byte offset (with
+    ``--configfile`` Snakemake parses the file before the Snakefile runs and prints its
+    own UnicodeDecodeError traceback, which no workflow code can intercept)."""
+    study = _named_study(named_work, "latin1")
+    good = study.read_bytes()
+    study.write_bytes(b"# caf\xe9 au lait\n" + good)  # 0xe9: latin-1 e-acute, byte offset 5
+    proc = _snakemake(named_work, "--config", "study=data_specs/latin1/study.yaml")
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    problems = [ln for ln in proc.stderr.splitlines() if ln.startswith("  - ")]
+    assert problems == ["  - data_specs/latin1/study.yaml: not UTF-8 text: byte 0xe9 on line 1 "
+                        "(byte offset 5); save the file as UTF-8"], proc.stderr[-3000:]
+    assert not (named_work / "results").exists()
+    # the same file saved as UTF-8 runs, named by its folder or by its file
+    study.write_bytes("# café au lait\n".encode() + good)
+    for named in ("data_specs/latin1", "data_specs/latin1/study.yaml"):
+        proc = _snakemake(named_work, "-n", "--config", f"study={named}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "results/latin1/report.html" in proc.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config", "study=data_specs/absent"], "data_specs/absent: study file not found"),
+    (["--config", "study=data_specs/named/study.yaml", "--configfile",
+      "data_specs/named/study.yaml"],
+     "--config study=data_specs/named/study.yaml and --configfile data_specs/named/study.yaml "
+     "both name a study; give one of them"),
+])
+def test_a_study_named_wrongly_fails_cleanly(named_work, args, message):
+    _named_study(named_work, "named")
+    proc = _snakemake(named_work, "-n", *args)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert f"  - {message}" in proc.stderr.splitlines(), proc.stderr[-3000:]
+    assert not (named_work / "results").exists()

@@ -47,8 +47,24 @@ def step(log, func, *args, threads=None, **kwargs):
 
 
 def _study_file():
-    """The study of this run: the last --configfile, else the built-in demo."""
+    """The study of this run: ``--config study=PATH`` (a study folder or its study.yaml,
+    read by brainhead's own loader), else the last --configfile, else the built-in demo.
+
+    ``--config study=PATH`` is the recommended form: Snakemake parses a --configfile
+    itself before this file runs, so a study.yaml that is not UTF-8 (or not YAML) stops
+    there with Snakemake's traceback instead of brainhead's message.
+    """
     cli_files = list(workflow.overwrite_configfiles or [])
+    if "study" in config:
+        named = config.pop("study")
+        if cli_files:
+            raise SpecError([f"--config study={named} and --configfile "
+                             f"{os.path.relpath(cli_files[-1])} both name a study; give one "
+                             "of them"])
+        if not isinstance(named, str) or not named.strip():
+            raise SpecError([f"--config study={named!r}: expected the path of a study "
+                             "folder or of its study.yaml"])
+        return Path(named)
     if cli_files:
         return Path(cli_files[-1])
     return Path(workflow.basedir) / "data_specs" / "demo" / "study.yaml"
