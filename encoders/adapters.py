@@ -52,6 +52,7 @@ class SubjectAdapter(nn.Module):
         if pool is not None and int(pool) < 1:
             raise ValueError(f"pool must be a positive size or None, got {pool}")
         self.n_targets, self.pool = int(n_targets), None if pool is None else int(pool)
+        self.kind = kind
         n_in = self.n_targets if self.pool is None else self.pool
         self.dropout = nn.Dropout(dropout)
         if kind == "linear":
@@ -60,15 +61,45 @@ class SubjectAdapter(nn.Module):
             self.map = nn.Sequential(nn.Linear(n_in, d_shared), nn.GELU(),
                                      nn.Linear(d_shared, d_shared))
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        """(B, T) responses -> (B, d) shared representation."""
+    def _check(self, y: torch.Tensor) -> None:
         if y.ndim != 2 or y.shape[1] != self.n_targets:
             raise ValueError(f"expected responses of shape (B, {self.n_targets}), got "
                              f"{tuple(y.shape)}")
-        y = self.dropout(y)
+
+    def _pooled(self, y: torch.Tensor) -> torch.Tensor:
         if self.pool is not None:
             y = F.adaptive_max_pool1d(y[:, None, :], self.pool)[:, 0]
-        return self.map(y)
+        return y
+
+    def map_inputs(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, T) responses -> (B, P) what the map reads (pooled when ``pool`` is set;
+        no dropout): the design matrix of a closed-form fit of a linear adapter."""
+        self._check(y)
+        return self._pooled(y)
+
+    def set_linear(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Set a linear adapter's map to ``map_inputs(y) @ weight.T + bias``.
+
+        Parameters
+        ----------
+        weight : Tensor, shape (d, P)
+        bias : Tensor, shape (d,)
+        """
+        if self.kind != "linear":
+            raise ValueError("only a linear adapter can be set in closed form")
+        if tuple(weight.shape) != tuple(self.map.weight.shape) or \
+                tuple(bias.shape) != tuple(self.map.bias.shape):
+            raise ValueError(f"expected weight {tuple(self.map.weight.shape)} and bias "
+                             f"{tuple(self.map.bias.shape)}, got {tuple(weight.shape)} and "
+                             f"{tuple(bias.shape)}")
+        with torch.no_grad():
+            self.map.weight.copy_(weight)
+            self.map.bias.copy_(bias)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, T) responses -> (B, d) shared representation."""
+        self._check(y)
+        return self.map(self._pooled(self.dropout(y)))
 
 
 class _ResidualBlock(nn.Module):

@@ -56,6 +56,22 @@ def test_adaptive_max_pooling_over_ordered_targets():
         SubjectAdapter(6, 3, pool=0)
 
 
+def test_linear_adapter_set_in_closed_form():
+    adapter = SubjectAdapter(6, 2, pool=3, dropout=0.5)
+    y = torch.tensor([[1.0, 5.0, 2.0, 8.0, 3.0, 0.0]])
+    # what the map reads: the pooled responses, without dropout
+    torch.testing.assert_close(adapter.map_inputs(y), torch.tensor([[5.0, 8.0, 3.0]]))
+    adapter.set_linear(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, -1.0]]),
+                       torch.tensor([0.5, 0.0]))
+    torch.testing.assert_close(adapter.eval()(y), torch.tensor([[5.5, 5.0]]))
+    with pytest.raises(ValueError, match=r"expected weight \(2, 3\)"):
+        adapter.set_linear(torch.zeros(3, 2), torch.zeros(2))
+    with pytest.raises(ValueError, match="only a linear adapter"):
+        SubjectAdapter(6, 2, kind="mlp").set_linear(torch.zeros(2, 6), torch.zeros(2))
+    with pytest.raises(ValueError, match=r"\(B, 6\)"):
+        adapter.map_inputs(torch.zeros(1, 5))
+
+
 def test_info_nce_against_a_hand_computed_case():
     pred = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
     target = torch.tensor([[3.0, 4.0], [0.0, 1.0]])
@@ -131,7 +147,7 @@ def test_decoder_retrieves_held_out_stimuli_above_chance(tmp_path):
 
 
 def test_reset_tuning_trains_only_the_new_adapter(tmp_path):
-    data, subjects, train, _ = _decoding_data(n_targets=(20, 30, 25))
+    data, _, train, _ = _decoding_data(n_targets=(20, 30, 25))
     torch.manual_seed(0)
     net = AdapterDecoder({"00": 20, "01": 30}, d_out=6, d_shared=16, depth=1)
     base = DecoderModule(net, layers=[1], lr=1e-2)
@@ -230,6 +246,60 @@ def test_decoder_experiment_retrieval_controls_and_reset_tuning(decoded):
     assert set(adapt["method"]) == {"reset_tuning", "scratch"}
     assert set(adapt["fraction"]) == {0.25, 1.0}
     assert (adapt["subject"] == exp.transfer_subject).all()
+    # a quarter of the new subject's training stimuli (15): its adapter fitted in closed
+    # form into the frozen shared space decodes better than a decoder of its own
+    quarter = adapt[adapt["fraction"] == 0.25].groupby("method")["top1"].mean()
+    assert quarter["reset_tuning"] > quarter["scratch"], quarter
+    runs = {r["run"]: r for r in exp.runs}
+    assert "adapt/0.25/reset_tuning" in runs and exp.checks["reset_alpha"] > 0
+
+
+def test_reset_tuning_adapter_is_the_ridge_fit_onto_training_targets(tmp_path):
+    """The closed-form adapter: ridge of the shared-space targets on the new subject's
+    responses, where the targets are read from the base's training data alone."""
+    from sklearn.linear_model import Ridge
+
+    from brainhead.train.data import EncodingData
+
+    exp = _decoder_experiment(tmp_path, n_stimuli=48, max_epochs=2, min_steps_per_epoch=2)
+    train, test = exp.split(0)
+    base_train = {s: train[s] for s in ("00", "01")}
+    fit, val = exp.fit_val(base_train, "base")
+    base, _ = exp.run("base", "trained", fit, val)
+    base = base.net.cpu()
+    feature_stimuli = sorted({x for v in base_train.values() for x in v})
+    stimuli = train["02"][:12]
+    target = exp.shared_targets(base, feature_stimuli, stimuli)
+    assert target.shape == (12, base.d_shared)
+    # responses of the base's subjects to held-out stimuli play no part in the targets;
+    # their responses to training stimuli do
+    held = exp.subjects["00"]
+    rows = np.isin(held.stim_id, test["00"])
+    saved = held.Y.copy()
+    try:
+        held.Y[rows] = 100.0
+        np.testing.assert_array_equal(exp.shared_targets(base, feature_stimuli, stimuli),
+                                      target)
+        held.Y[~rows] += 1.0
+        assert not np.allclose(exp.shared_targets(base, feature_stimuli, stimuli), target)
+    finally:
+        held.Y[:] = saved
+    with pytest.raises(ValueError, match="feature_stimuli"):
+        exp.shared_targets(base, None, stimuli)
+
+    net = copy.deepcopy(base)
+    net.add_subject("02", exp.subjects["02"].n_targets)
+    data = EncodingData(exp.features["trained"], exp.feature_ids, {"02": exp.subjects["02"]},
+                        {"02": train["02"]}, feature_stimuli=feature_stimuli)
+    alpha = exp.fit_new_adapter(net, base, data, "02", stimuli, feature_stimuli)
+    y = data.Y["02"][torch.from_numpy(data.response_rows("02", stimuli))]
+    ref = Ridge(alpha=alpha).fit(y.double().numpy(), target)
+    with torch.no_grad():
+        out = net.eval().embed(y, "02").double().numpy()
+    np.testing.assert_allclose(out, ref.predict(y.double().numpy()), rtol=1e-4, atol=1e-4)
+    # everything but the new adapter is the base's
+    for k, v in base.state_dict().items():
+        assert torch.equal(net.state_dict()[k], v), k
 
 
 def test_decoder_section_of_the_report(decoded, tmp_path):

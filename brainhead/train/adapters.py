@@ -15,7 +15,8 @@ writes, under ``results/<study>/models/adapters/<modality>/``:
 ``adaptation.tsv``
     Reset-tuning: a fresh adapter for a held-out subject, everything else frozen,
     trained on a fraction of its training stimuli, against a decoder trained from
-    scratch on that subject alone at the same fraction.
+    scratch on that subject alone at the same fraction. A linear adapter starts from
+    its closed-form fit (:meth:`DecoderExperiment.fit_new_adapter`), then is fine-tuned.
 ``crowd.tsv``
     Joint against per-subject decoders on fold 0, each subject with its own seeded
     fraction of its training stimuli (as the voxel encoder's crowd comparison): does a
@@ -59,7 +60,11 @@ DEFAULTS = {"d_shared": 256, "depth": 2, "adapter": "linear", "pool": None, "dro
             "n_permutations": 1000, "adapt": True, "adapt_fractions": [0.1, 0.25, 0.5, 1.0],
             "shuffled_control": True, "crowd": True, "crowd_fractions": [0.25],
             "lr": None, "batch_size": None, "max_epochs": None, "min_steps_per_epoch": None,
-            "patience": None}
+            "patience": None, "reset_init": "ridge", "reset_lr": None}
+
+#: Ridge penalties among which generalised cross-validation chooses, for the closed-form
+#: fits of reset-tuning (on standardised responses and features).
+RESET_ALPHAS = np.logspace(-2, 6, 17)
 
 #: Settings of the ``train`` section that the ``adapters`` section may override (None:
 #: the ``train`` value).
@@ -144,15 +149,20 @@ class DecoderExperiment(JointExperiment):
             feats = self._shuffled(feats, [x for v in train.values() for x in v], name)
         data = EncodingData(feats, self.feature_ids, subjects, train,
                             feature_stimuli=feature_stimuli)
+        p = self.params
+        lr = self.cfg.lr
         definition = {"identity": self.identity, "control": control,
                       "fit": {s: list(v) for s, v in fit.items()},
                       "val": {s: list(v) for s, v in val.items()},
                       "feature_stimuli": sorted(feature_stimuli or []),
                       "base": None if base is None else self.state_hash(base),
                       "new_subject": new_subject}
+        if base is not None:
+            closed_form = p["reset_init"] == "ridge" and p["adapter"] == "linear"
+            lr = p["reset_lr"] or (0.1 * lr if closed_form else lr)
+            definition["reset"] = {"init": "ridge" if closed_form else "random", "lr": lr}
         key = spec_hash(definition)
         torch.manual_seed(epoch_seed(self.cfg.seed, 0, f"init:{key}"))
-        p = self.params
         if base is None:
             net = AdapterDecoder({s: data.Y[s].shape[1] for s in subjects},
                                  d_out=len(self.layers) * data.features.shape[2],
@@ -163,7 +173,10 @@ class DecoderExperiment(JointExperiment):
             net = copy.deepcopy(base)
             net.add_subject(new_subject, data.Y[new_subject].shape[1])
             trainable = [new_subject]
-        module = DecoderModule(net, layers=self.layers, lr=self.cfg.lr,
+            if definition["reset"]["init"] == "ridge":
+                self.fit_new_adapter(net, base, data, new_subject, fit[new_subject],
+                                     feature_stimuli)
+        module = DecoderModule(net, layers=self.layers, lr=lr,
                                weight_decay=self.cfg.weight_decay,
                                contrastive_weight=p["contrastive_weight"],
                                temperature=p["temperature"],
@@ -180,6 +193,80 @@ class DecoderExperiment(JointExperiment):
             self.check_frozen(name, before, net)
         self.runs.append({"run": name, "dir": f"runs/{key}", **info})
         return module, data
+
+    @torch.no_grad()
+    def shared_targets(self, base: torch.nn.Module, feature_stimuli: Sequence[str] | None,
+                       stimuli: Sequence[str]) -> np.ndarray:
+        """Where the frozen ``base`` expects ``stimuli`` in its shared space, (n, d).
+
+        A shared-space encoding model: ridge regression (penalty by generalised
+        cross-validation) from a stimulus' features (every decoded layer, standardised
+        as in the base's run) to its shared representation, the mean over the base's
+        subjects of their adapters' output for their responses to it, fitted on the
+        base's training stimuli (``feature_stimuli``) alone; then predicted for
+        ``stimuli``. Only the base's training data are read, so the targets need no
+        stimulus in common with the new subject, and no held-out one.
+        """
+        from sklearn.linear_model import RidgeCV
+
+        if not feature_stimuli:
+            raise ValueError(f"{FAMILY}: reset-tuning from a ridge fit needs the base run's "
+                             "training stimuli (feature_stimuli)")
+        fs = sorted(set(feature_stimuli))
+        seen = {}
+        for s in base.subjects:
+            own = set(self.subjects[s].stim_id.tolist())
+            seen[s] = [x for x in fs if x in own]
+        data = EncodingData(self.features["trained"], self.feature_ids,
+                            {s: self.subjects[s] for s in base.subjects}, seen,
+                            feature_stimuli=fs)
+        was_training = base.training
+        base.eval()
+        total = np.zeros((len(fs), base.d_shared))
+        count = np.zeros(len(fs))
+        pos = {x: i for i, x in enumerate(fs)}
+        for s, stims in seen.items():
+            y = data.Y[s][torch.from_numpy(data.response_rows(s, stims))]
+            rows = [pos[x] for x in stims]
+            np.add.at(total, rows, base.embed(y, s).double().numpy())
+            np.add.at(count, rows, 1)
+        base.train(was_training)
+        known = count > 0
+        stims = [x for x, k in zip(fs, known) if k]
+        F = self.true_features(data, stims).reshape(len(stims), -1)
+        encoder = RidgeCV(alphas=RESET_ALPHAS).fit(F, total[known] / count[known, None])
+        return encoder.predict(self.true_features(data, stimuli).reshape(len(stimuli), -1))
+
+    def fit_new_adapter(self, net: torch.nn.Module, base: torch.nn.Module,
+                        data: EncodingData, subject: str, stimuli: Sequence[str],
+                        feature_stimuli: Sequence[str] | None) -> float:
+        """Set ``subject``'s linear adapter in ``net`` to its closed-form fit.
+
+        Ridge regression (penalty by generalised cross-validation) of the
+        :meth:`shared_targets` of ``stimuli`` on the subject's responses to them (its
+        fitting stimuli only, never the validation or test ones): the least-squares map
+        into the shared space that the frozen decoder reads, regularised as a few dozen
+        stimuli need. Gradient steps through the decoder from a random start fit those
+        stimuli' features, noise included, long before they find that map; fine-tuning
+        from here only refines it.
+
+        Returns
+        -------
+        alpha : float
+            The chosen penalty (also kept in ``checks['reset_alpha']``).
+        """
+        from sklearn.linear_model import RidgeCV
+
+        target = self.shared_targets(base, feature_stimuli, stimuli)
+        adapter = net.adapters[subject]
+        with torch.no_grad():
+            y = data.Y[subject][torch.from_numpy(data.response_rows(subject, stimuli))]
+            X = adapter.map_inputs(y).double().numpy()
+        fit = RidgeCV(alphas=RESET_ALPHAS).fit(X, target)
+        adapter.set_linear(torch.from_numpy(fit.coef_).float(),
+                           torch.from_numpy(np.asarray(fit.intercept_)).float())
+        self.checks["reset_alpha"] = float(fit.alpha_)
+        return float(fit.alpha_)
 
     @torch.no_grad()
     def decode(self, module: DecoderModule, data: EncodingData, subject: str,
