@@ -88,6 +88,109 @@ def retrieval_figure(retrieval: pd.DataFrame):
     return fig
 
 
+def encoding_curves(summary: pd.DataFrame, subjects, model: str | None = None
+                    ) -> pd.DataFrame:
+    """The ridge encoding layer curves of ``subjects`` from the alignment summary.
+
+    Held-out r (metric ``r``) of the trained model and of its random-weights control, per
+    subject, region and layer; of ``model`` where the summary has it, and of the
+    ``stimulus`` view where a subject has it (what the decoder reads), else of the
+    subject's first view.
+
+    Returns
+    -------
+    curves : DataFrame
+        Columns subject, region, control, layer, score.
+    """
+    columns = ["subject", "region", "control", "layer", "score"]
+    if summary is None or summary.empty:
+        return pd.DataFrame(columns=columns)
+    rows = summary[(summary["metric"] == "r") & summary["control"].isin(["trained", "random"])
+                   & summary["subject"].astype(str).isin([str(s) for s in subjects])]
+    if model is not None and "model" in rows and (rows["model"] == model).any():
+        rows = rows[rows["model"] == model]
+    if "view" in rows:
+        parts = []
+        for _, g in rows.groupby("subject", sort=True):
+            views = list(dict.fromkeys(g["view"]))
+            parts.append(g[g["view"] == ("stimulus" if "stimulus" in views else views[0])])
+        rows = pd.concat(parts) if parts else rows
+    out = rows[columns].copy()
+    out["subject"] = out["subject"].astype(str)
+    return out.reset_index(drop=True)
+
+
+def encoding_decoding_figure(encoding: pd.DataFrame, retrieval: pd.DataFrame,
+                             planted: dict[str, dict[str, int]] | None = None):
+    """Each subject's encoding and decoding layer curves, one column per subject.
+
+    Top: ridge held-out r by layer per region (one colour each; solid: trained model,
+    dashed: random-weights control). Bottom, on the same layer axis: the shared
+    decoder's held-out top-1 retrieval by layer (solid: trained features, dashed:
+    random-weights features; dotted grey: chance). Vertical lines in the region colours:
+    planted layers (simulated studies), in both panels.
+
+    Parameters
+    ----------
+    encoding : DataFrame
+        :func:`encoding_curves` rows.
+    retrieval : DataFrame
+        ``retrieval.tsv`` of the decoder (subject, control, layer, top1, chance_top1).
+    planted : dict, optional
+        Subject -> region -> planted layer.
+    """
+    from matplotlib.lines import Line2D
+
+    plt = pyplot()
+    planted = planted or {}
+    subjects = sorted(set(retrieval["subject"].astype(str)))
+    fig, axes = plt.subplots(2, len(subjects), figsize=(1.7 + 2.5 * len(subjects), 4.6),
+                             sharex=True, sharey="row", squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    legend = {}  # region -> colour
+    for j, subject in enumerate(subjects):
+        top, bottom = axes[0][j], axes[1][j]
+        enc = encoding[encoding["subject"] == subject]
+        regions = sorted(set(enc["region"]) - {"all"}) or ["all"]
+        for k, region in enumerate(regions):
+            color = legend.setdefault(region, colors[k % len(colors)])
+            for control, style in (("trained", "-"), ("random", "--")):
+                g = enc[(enc["region"] == region) & (enc["control"] == control)]
+                g = g.sort_values("layer")
+                if not g.empty:
+                    top.plot(g["layer"], g["score"], style, color=color, marker="o", ms=2.5,
+                             lw=1.1, label=f"{region} ({control})")
+            if region in planted.get(subject, {}):
+                for ax in (top, bottom):
+                    ax.axvline(planted[subject][region], color=color, lw=1, alpha=0.6)
+        if enc.empty:
+            top.text(0.5, 0.5, "no encoding scores", transform=top.transAxes, ha="center",
+                     fontsize=7, color="0.4")
+        dec = retrieval[retrieval["subject"].astype(str) == subject]
+        for control, style in (("trained", "-"), ("random", "--")):
+            g = dec[dec["control"] == control].sort_values("layer")
+            if not g.empty:
+                bottom.plot(g["layer"], g["top1"], style, color="0.15", marker="o", ms=2.5,
+                            lw=1.1, label=control)
+        bottom.axhline(dec["chance_top1"].mean(), color="0.5", lw=0.8, ls=":", label="chance")
+        top.set_title(f"sub-{subject}", fontsize=9)
+        bottom.set_xlabel("layer (0 = embeddings)", fontsize=8)
+        for ax in (top, bottom):
+            ax.tick_params(labelsize=7)
+    axes[0][0].set_ylabel("encoding: held-out r", fontsize=8)
+    axes[1][0].set_ylabel("decoding: held-out top-1", fontsize=8)
+    axes[1][0].set_ylim(bottom=0)
+    handles = [Line2D([], [], color=c, lw=1.5, label=r) for r, c in legend.items()]
+    handles += [Line2D([], [], color="0.15", ls=ls, lw=1.1, label=label) for ls, label in
+                (("-", "trained"), ("--", "random weights"), (":", "chance (decoding)"))]
+    fig.legend(handles=handles, loc="center right", fontsize=6.5, frameon=False)
+    # fixed margins (tight_layout measures every tick label of every panel)
+    width = fig.get_figwidth()
+    fig.subplots_adjust(left=0.6 / width, right=1 - 1.2 / width, bottom=0.11, top=0.93,
+                        wspace=0.12, hspace=0.12)
+    return fig
+
+
 def adaptation_figure(adaptation: pd.DataFrame):
     """Reset-tuning against a from-scratch decoder, by fraction of stimuli (best layer)."""
     best = adaptation.groupby(["method", "fraction"])["top1"].max().reset_index()
@@ -97,7 +200,9 @@ def adaptation_figure(adaptation: pd.DataFrame):
 
 @register_section("adapters", order=65)
 def adapters_section(report: ReportBuilder, ctx: ReportContext) -> None:
-    """Per trained modality: retrieval table, layer curves and reset-tuning curve."""
+    """Per trained modality: retrieval table, layer curves (decoding, and encoding beside
+    it per subject) and reset-tuning curve."""
+    blocks, jobs = [], []  # blocks: ("html", title, html) or ("figure", title, caption)
     for folder in sorted(Path(d) for d in ctx.model_dirs if Path(d).parent.name == FAMILY):
         summary = json.loads((folder / "summary.json").read_text())
         retrieval = pd.read_csv(folder / "retrieval.tsv", sep="\t", dtype={"subject": str})
@@ -106,31 +211,50 @@ def adapters_section(report: ReportBuilder, ctx: ReportContext) -> None:
         crowd = (pd.read_csv(crowd_path, sep="\t", dtype={"subject": str})
                  if crowd_path.is_file() else pd.DataFrame())
         modality = summary["modality"]
-        section = f"Subject adapters and shared decoder: {modality}"
-        tags = ("decoder", FAMILY, modality)
+        where = (f"Subject adapters and shared decoder: {modality}", ("decoder", FAMILY,
+                                                                       modality))
         n_cand = (retrieval["n_stimuli"] / summary["n_folds"]).mean() if len(retrieval) else 0
-        report.html(f"{modality}: retrieval", render(
+        blocks.append(("html", f"{modality}: retrieval", render(
             _TEMPLATE, n_subjects=len(summary["subjects"]), modality=modality,
             model=summary["model"], n_candidates=int(round(n_cand)),
             n_perm=summary["settings"][FAMILY]["n_permutations"], n_runs=len(summary["runs"]),
             seconds=int(summary["seconds"]), rows=decoder_rows(retrieval),
-            crowd=crowd_rows(crowd)),
-            section=section, tags=tags)
-        report.figure(
-            retrieval_figure(retrieval),
-            figure_name(FAMILY, modality, "all-subjects", "all-targets", "top1_layer-curve"),
-            f"{modality}: decoding layer curve",
+            crowd=crowd_rows(crowd)), where))
+        jobs.append((retrieval_figure, (retrieval,), figure_name(
+            FAMILY, modality, "all-subjects", "all-targets", "top1_layer-curve")))
+        blocks.append((
+            "figure", f"{modality}: decoding layer curve",
             f"Held-out top-1 retrieval of each layer's features decoded from the {modality} "
             "responses, per subject (colours): trained features (solid), random-weights "
-            "features (dashed) and shuffled pairing (dotted); grey line: chance.",
-            section=section, tags=tags)
+            "features (dashed) and shuffled pairing (dotted); grey line: chance.", where))
+        encoding = encoding_curves(ctx.summary, set(retrieval["subject"]), summary["model"])
+        if not encoding.empty:
+            planted = {s: ctx.planted(s) for s in sorted(set(retrieval["subject"]))}
+            jobs.append((encoding_decoding_figure, (encoding, retrieval, planted), figure_name(
+                FAMILY, modality, "all-subjects", "all-regions", "r-top1_encoding-decoding")))
+            blocks.append((
+                "figure", f"{modality}: encoding and decoding layer curves",
+                f"Per {modality} subject (columns), on one layer axis (0 = embeddings): top, "
+                "the ridge encoding model's held-out r by layer for each region (one colour "
+                "each; solid: trained model, dashed: random-weights control); bottom, the "
+                "shared decoder's held-out top-1 retrieval of that layer's features "
+                "(solid: trained, dashed: random-weights features; dotted: chance)"
+                + ("; vertical lines: planted layers, in the region colours."
+                   if any(planted.values()) else "."), where))
         if not adaptation.empty:
-            report.figure(
-                adaptation_figure(adaptation),
-                figure_name(FAMILY, modality, f"sub-{summary['transfer_subject']}",
-                            "all-targets", "top1_reset-tuning"),
-                f"{modality}: reset-tuning",
+            jobs.append((adaptation_figure, (adaptation,), figure_name(
+                FAMILY, modality, f"sub-{summary['transfer_subject']}", "all-targets",
+                "top1_reset-tuning")))
+            blocks.append((
+                "figure", f"{modality}: reset-tuning",
                 f"Reset-tuning (sub-{summary['transfer_subject']}, fold 0): a new adapter on "
                 "the frozen shared decoder against a decoder trained from scratch on that "
                 "subject, by the fraction of its training stimuli; top-1 at the best layer.",
-                section=section, tags=tags)
+                where))
+    # every figure drawn at once (in the writer's worker processes), then added in order
+    pngs = iter(png for png, _ in report.figures(jobs))
+    for kind, title, content, (section, tags) in blocks:
+        if kind == "html":
+            report.html(title, content, section=section, tags=tags)
+        else:
+            report.image(next(pngs), title, content, section=section, tags=tags)
