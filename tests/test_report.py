@@ -244,3 +244,83 @@ def test_make_report_failure_leaves_no_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         make_report(path, out, study="x", truth_path=tmp_path / "missing.json")
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- shared decoder
+def _retrieval(subjects=("02", "03")) -> pd.DataFrame:
+    """A decoder's retrieval.tsv: top-1 by layer per subject and control (chance 0.1)."""
+    rows = []
+    for i, subject in enumerate(subjects):
+        for control, offset in (("trained", 0.5), ("random", 0.2), ("shuffled", 0.1)):
+            for layer in range(N_LAYERS):
+                rows.append({"subject": subject, "control": control, "layer": layer,
+                             "top1": offset + 0.05 * layer + 0.01 * i, "top5": 0.9,
+                             "chance_top1": 0.1, "chance_top5": 0.5, "p_top1": 0.01,
+                             "p_top5": 0.01, "n_stimuli": 40})
+    return pd.DataFrame(rows)
+
+
+def test_encoding_and_decoding_layer_curves_side_by_side(tmp_path):
+    """Per subject, the ridge layer curves above the decoder's, with the tables' numbers;
+    planted layers marked in both panels; in the decoder section of the report."""
+    import mne
+
+    from brainhead.report.decoders import (
+        adapters_section,
+        encoding_curves,
+        encoding_decoding_figure,
+    )
+    from brainhead.report.figures import FigureWriter, pyplot
+    from brainhead.report.sections import ReportBuilder, ReportContext
+
+    summary, retrieval = _summary(), _retrieval()
+    encoding = encoding_curves(summary, {"02", "03"}, "m")
+    assert set(encoding["subject"]) == {"02"}  # sub-03 has no encoding scores
+    assert set(encoding["control"]) == {"trained", "random"}
+    planted = {"02": TRUTH["subjects"]["02"]["regions"], "03": {}}
+    fig = encoding_decoding_figure(encoding, retrieval, planted)
+    axes = np.array(fig.axes).reshape(2, 2)  # rows: encoding, decoding; columns: subjects
+    lines = {line.get_label(): line for line in axes[0, 0].lines}
+    for region, (trained, random) in CURVES["02"][1].items():
+        np.testing.assert_allclose(lines[f"{region} (trained)"].get_xdata(), range(N_LAYERS))
+        np.testing.assert_allclose(lines[f"{region} (trained)"].get_ydata(), trained)
+        np.testing.assert_allclose(lines[f"{region} (random)"].get_ydata(), random)
+    assert "all (trained)" not in lines  # regions, not their union
+    assert not axes[0, 1].lines  # nothing to draw for sub-03's encoding
+    for j, subject in enumerate(("02", "03")):
+        lines = {line.get_label(): line for line in axes[1, j].lines}
+        for control in ("trained", "random"):
+            expect = retrieval[(retrieval["subject"] == subject)
+                               & (retrieval["control"] == control)].sort_values("layer")
+            np.testing.assert_allclose(lines[control].get_xdata(), expect["layer"])
+            np.testing.assert_allclose(lines[control].get_ydata(), expect["top1"])
+        assert "shuffled" not in lines
+        np.testing.assert_allclose(lines["chance"].get_ydata(), [0.1, 0.1])
+    for ax, marks in ((axes[0, 0], {0, 1}), (axes[1, 0], {0, 1}), (axes[1, 1], set())):
+        vertical = {line.get_xdata()[0] for line in ax.lines
+                    if line.get_label().startswith("_") and np.ptp(line.get_xdata()) == 0}
+        assert vertical == marks
+    pyplot().close(fig)
+
+    folder = tmp_path / "models" / "adapters" / "fmri"
+    folder.mkdir(parents=True)
+    retrieval.to_csv(folder / "retrieval.tsv", sep="\t", index=False)
+    pd.DataFrame(columns=["subject", "fraction", "n_stimuli", "method", "layer", "top1",
+                          "top5", "n_candidates"]).to_csv(folder / "adaptation.tsv",
+                                                          sep="\t", index=False)
+    (folder / "summary.json").write_text(json.dumps({
+        "modality": "fmri", "model": "m", "subjects": ["02", "03"], "n_folds": 4,
+        "runs": [], "seconds": 1.0, "transfer_subject": "03",
+        "settings": {"adapters": {"n_permutations": 100}}}))
+    writer = FigureWriter(tmp_path / "figures")
+    builder = ReportBuilder(mne.Report(title="t"), writer)
+    ctx = ReportContext(study="t", description="", summary=summary, best=_best(),
+                        truth=TRUTH, model_dirs=[folder])
+    adapters_section(builder, ctx)
+    titles = [f["title"] for f in builder.added]
+    assert titles == ["fmri: decoding layer curve", "fmri: encoding and decoding layer curves"]
+    assert "planted layers" in builder.added[1]["caption"]
+    writer.commit()
+    name = "adapters_fmri_all-subjects_all-regions_r-top1_encoding-decoding"
+    assert {p.name for p in (tmp_path / "figures").iterdir()} >= {f"{name}.png",
+                                                                   f"{name}.svg"}
