@@ -126,8 +126,9 @@ def test_demo_outputs(demo_run):
     # and the decoding section per modality (EEG, sEEG): accuracy bars and the electrode
     # attention maps of WithinSession and of CrossSubject
     n_figures += 2 * 3
-    # and the shared decoder's per modality (fMRI, sEEG): layer curves and reset-tuning
-    n_figures += 2 * 2
+    # and the shared decoder's per modality (fMRI, sEEG): layer curves, encoding beside
+    # decoding per subject, and reset-tuning
+    n_figures += 2 * 3
     figures = re.findall(r'<img class="figure-img[^>]*src="data:image/png;base64,', html)
     assert len(figures) == n_figures
     toc = re.findall(r'<a class="nav-link[^>]*>([^<]+)</a>', html)
