@@ -22,7 +22,7 @@ from brainhead.splits import (
 )
 from brainhead.train.data import EncodingData, StimulusBatches, SubjectResponses
 from brainhead.train.trainer import TrainConfig
-from brainhead.train.voxel import VoxelEncoderExperiment
+from brainhead.train.voxel import VoxelEncoderExperiment, ridge_init_projection
 from encoders.voxel_xattn import VoxelCrossAttention
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -143,6 +143,64 @@ def test_encoding_data_scales_on_training_stimuli_only():
     b = EncodingData(changed, ids, {"a": sub2}, train)
     torch.testing.assert_close(a.features[:20], b.features[:20])
     torch.testing.assert_close(a.Y["a"][:20], b.Y["a"][:20])
+
+
+def _planted_subspace_data(n_stimuli=80, dim=20, rank=3, n_layers=3, layer=1, seed=0,
+                           stimuli=None):
+    """Two subjects whose targets read out one rank-``rank`` subspace of ``layer``."""
+    rng = np.random.default_rng(seed)
+    ids = np.array([f"s{i:03d}" for i in range(n_stimuli)])
+    feats = rng.standard_normal((n_layers, n_stimuli, dim))
+    basis = np.linalg.qr(rng.standard_normal((dim, rank)))[0]
+    subjects = {}
+    for name, n_t in (("a", 30), ("b", 40)):
+        Y = feats[layer] @ basis @ rng.standard_normal((rank, n_t))
+        Y += 0.3 * Y.std() * rng.standard_normal(Y.shape)
+        subjects[name] = _subject(name, Y, ids, ["r"] * n_t, np.arange(n_stimuli) % 5)
+    stimuli = stimuli or {s: list(ids[:60]) for s in subjects}
+    data = EncodingData(feats, ids, subjects, stimuli)
+    return data, basis, stimuli
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_ridge_init_projection_finds_the_read_out_subspace(shared):
+    data, basis, stimuli = _planted_subspace_data()
+    torch.manual_seed(0)
+    net = VoxelCrossAttention({"a": 30, "b": 40}, data.layer_dims, d_model=4,
+                              shared_projection=shared)
+    norms = torch.stack([p.weight.norm(dim=1).mean() for p in net.proj])
+    spectra = ridge_init_projection(net, data, stimuli)
+    assert spectra.shape == (1 if shared else 3, 20)
+    assert (np.diff(spectra, axis=1) <= 1e-9).all()          # largest first
+    # the planted layer's projection spans the read-out subspace: the cosines of the
+    # principal angles between its top-3 rows and the basis are all near 1
+    proj = net.proj[0 if shared else 1].weight.detach().double().numpy()
+    rows = np.linalg.qr(proj[:3].T)[0]
+    cosines = np.linalg.svd(rows.T @ basis, compute_uv=False)
+    assert cosines.min() > 0.95, cosines
+    # the rows keep PyTorch's initial scale, and biases start at zero
+    for p, norm in zip(net.proj, norms):
+        torch.testing.assert_close(p.weight.norm(dim=1), norm.expand(4))
+        assert not p.bias.any()
+
+
+def test_ridge_init_projection_reads_only_the_given_stimuli():
+    data, _, stimuli = _planted_subspace_data()
+    nets = []
+    for change in (False, True):
+        if change:  # responses to stimuli outside the fitting set do not matter
+            for s in data.Y:
+                data.Y[s][60:] = torch.randn_like(data.Y[s][60:]) * 100
+        torch.manual_seed(0)
+        net = VoxelCrossAttention({"a": 30, "b": 40}, data.layer_dims, d_model=4)
+        ridge_init_projection(net, data, stimuli)
+        nets.append(net.proj[0].weight.detach().clone())
+    torch.testing.assert_close(nets[0], nets[1])
+    # a subject with fewer than 3 fitting stimuli is left out rather than failing
+    torch.manual_seed(0)
+    net = VoxelCrossAttention({"a": 30, "b": 40}, data.layer_dims, d_model=4)
+    ridge_init_projection(net, data, {"a": stimuli["a"], "b": stimuli["b"][:2]})
+    assert torch.isfinite(net.proj[0].weight).all()
 
 
 # --------------------------------------------------------------------------- splits
