@@ -230,14 +230,14 @@ def test_demo_encoder_against_ridge_and_random(demo_run):
         assert (ratio >= floor).all(), table.assign(ratio=ratio).to_string()
     fmri = _encoder_table(demo_run, "fmri")
     # the layer profile (each layer's share of the held-out predicted variance) follows
-    # the planted depth: the deepest region peaks at the planted layer, the middle one at
-    # or next to it, and profiles peak in the planted order (posterior < middle <
-    # anterior). The posterior region (planted 2) is not asserted: MiniLM's layers 0-2
-    # are so alike on these sentences that its profile peaks at 0, 1 or 2 from run to run
+    # the planted depth: every region peaks at or next to its planted layer, the deepest
+    # at it, and profiles peak in the planted order (posterior < middle < anterior).
+    # From a random projection the posterior region (planted 2) peaked at 0, 1 or 2 from
+    # seed to seed (MiniLM's layers 0-2 are nearly alike on these sentences); the ridge
+    # start of the projection (train.voxel_xattn.init) is what makes it hold
+    assert ((fmri["peak"] - fmri["planted"]).abs() <= 1).all(), fmri.to_string()
     anterior = fmri[fmri["region"] == "anterior"]
     assert (anterior["peak"] == anterior["planted"]).all(), fmri.to_string()
-    middle = fmri[fmri["region"] == "middle"]
-    assert ((middle["peak"] - middle["planted"]).abs() <= 1).all(), fmri.to_string()
     order = fmri.pivot(index="subject", columns="region", values="peak")
     assert (order["posterior"] < order["middle"]).all() and (
         order["middle"] < order["anterior"]).all(), order
