@@ -254,6 +254,21 @@ def test_decoder_experiment_retrieval_controls_and_reset_tuning(decoded):
     assert "adapt/0.25/reset_tuning" in runs and exp.checks["reset_alpha"] > 0
 
 
+def test_reset_tuning_on_another_fold_and_subject(tmp_path):
+    """What benchmarks/reset_tuning.py repeats: another outer fold, another new subject,
+    scored among that fold's held-out stimuli, its runs named apart from fold 0's."""
+    exp = _decoder_experiment(tmp_path, n_stimuli=48, max_epochs=2, min_steps_per_epoch=2,
+                              params={"adapt_fractions": [0.5]})
+    rows = pd.DataFrame(exp.adaptation(fold=1, subject="00"))
+    assert set(rows["subject"]) == {"00"} and len(rows) == 2 * 3  # methods x layers
+    assert (rows["n_candidates"] == len(exp.split(1)[1]["00"])).all()
+    assert {r["run"] for r in exp.runs} == {"adapt-fold1-00/base",
+                                            "adapt-fold1-00/0.5/reset_tuning",
+                                            "adapt-fold1-00/0.5/scratch"}
+    with pytest.raises(KeyError, match="unknown subject 'zz'"):
+        exp.adaptation(subject="zz")
+
+
 def test_reset_tuning_adapter_is_the_ridge_fit_onto_training_targets(tmp_path):
     """The closed-form adapter: ridge of the shared-space targets on the new subject's
     responses, where the targets are read from the base's training data alone."""

@@ -331,11 +331,14 @@ class DecoderExperiment(JointExperiment):
                 arrays[f"sub-{s}/decoded_{control}"] = decoded[s]
         return rows, arrays
 
-    def adaptation(self) -> list[dict]:
-        """Reset-tuning of a held-out subject against a from-scratch decoder, on fold 0."""
-        new, rows = self.transfer_subject, []
+    def adaptation(self, *, fold: int = 0, subject: str | None = None) -> list[dict]:
+        """Reset-tuning of a held-out subject against a from-scratch decoder, on fold 0
+        (``fold``, ``subject``: see
+        :meth:`~brainhead.train.experiment.JointExperiment.new_subject_runs`)."""
+        new, rows = subject or self.transfer_subject, []
         for frac, n, method, module, data, test in self.new_subject_runs(
-                "adapt", self.params["adapt_fractions"], ("reset_tuning", "scratch")):
+                "adapt", self.params["adapt_fractions"], ("reset_tuning", "scratch"),
+                fold=fold, subject=subject):
             pred = self.decode(module, data, new, test)
             true = self.true_features(data, test)
             for k, layer in enumerate(self.layers):
