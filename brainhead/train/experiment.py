@@ -203,8 +203,9 @@ class JointExperiment:
 
     # ------------------------------------------------------------------ new subject
     def new_subject_runs(self, kind: str, fractions: Sequence[float],
-                         methods: tuple[str, str]) -> Iterator[tuple]:
-        """The runs of a new-subject experiment on outer fold 0.
+                         methods: tuple[str, str], *, fold: int = 0,
+                         subject: str | None = None) -> Iterator[tuple]:
+        """The runs of a new-subject experiment on one outer fold.
 
         A base model is trained on every subject but :attr:`transfer_subject`; then, for
         each fraction ``k`` of the new subject's training stimuli, ``methods[0]`` trains
@@ -212,16 +213,27 @@ class JointExperiment:
         ``run(..., base=, new_subject=)``) and ``methods[1]`` the same architecture on
         the new subject alone.
 
+        ``fold`` and ``subject`` (default: fold 0 and :attr:`transfer_subject`, what the
+        pipeline runs) repeat the experiment on another outer fold or with another
+        subject held out, with their own seeded subsets (benchmarks).
+
         Yields
         ------
         fraction, n_stimuli, method, module, data, test_stimuli
         """
-        new = self.transfer_subject
+        new = subject or self.transfer_subject
+        if new not in self.subjects:
+            raise KeyError(f"{self.family}: unknown subject {new!r}; known: "
+                           f"{list(self.subjects)}")
+        if fold:  # the pipeline's fold 0 keeps its run names and seeds
+            kind = f"{kind}-fold{fold}"
+        if new != self.transfer_subject:
+            kind = f"{kind}-{new}"
         others = [s for s in self.subjects if s != new]
         if not others:
             logger.warning("%s: %s needs at least 2 subjects; skipped", self.family, kind)
             return
-        train, test = self.split(0)
+        train, test = self.split(fold)
         base_train = {s: train[s] for s in others}
         fit, val = self.fit_val(base_train, f"{kind}-base")
         base, _ = self.run(f"{kind}/base", "trained", fit, val)
