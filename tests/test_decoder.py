@@ -352,6 +352,32 @@ def test_decoder_section_of_the_report(decoded, tmp_path):
     assert "adapters_fmri_all-subjects_all-targets_top1_layer-curve.png" in names, names
 
 
+def test_encoding_beside_decoding_figure_wraps_many_subjects():
+    """Seven subjects, five per row: two blocks of an encoding row above a decoding row,
+    each subject's panels in the same column of its block."""
+    from brainhead.report.decoders import encoding_decoding_figure
+    from brainhead.report.figures import pyplot
+
+    subjects = [f"{i:02d}" for i in range(7)]
+    retrieval = pd.DataFrame([{"subject": s, "control": c, "layer": k, "chance_top1": 0.1,
+                               "top1": 0.1 * i + k / 100} for i, s in enumerate(subjects)
+                              for c in ("trained", "random") for k in range(3)])
+    encoding = pd.DataFrame([{"subject": s, "region": "r", "control": c, "layer": k,
+                              "score": 0.01 * i} for i, s in enumerate(subjects)
+                             for c in ("trained", "random") for k in range(3)])
+    fig = encoding_decoding_figure(encoding, retrieval, max_columns=5)
+    axes = np.array(fig.axes).reshape(4, 5)
+    assert [ax.get_visible() for ax in axes[2]] == [True] * 2 + [False] * 3
+    for i, s in enumerate(subjects):
+        block, col = divmod(i, 5)
+        top, bottom = axes[2 * block, col], axes[2 * block + 1, col]
+        assert top.get_title() == f"sub-{s}"
+        trained = next(line for line in bottom.lines if line.get_label() == "trained")
+        np.testing.assert_allclose(trained.get_ydata(), 0.1 * i + np.arange(3) / 100)
+        assert {line.get_ydata()[0] for line in top.lines} == {0.01 * i}
+    pyplot().close(fig)
+
+
 # --------------------------------------------------------------------------- determinism, resume
 HOLD = "hold.json"
 PAUSE_EPOCH = 2

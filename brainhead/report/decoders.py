@@ -121,7 +121,8 @@ def encoding_curves(summary: pd.DataFrame, subjects, model: str | None = None
 
 
 def encoding_decoding_figure(encoding: pd.DataFrame, retrieval: pd.DataFrame,
-                             planted: dict[str, dict[str, int]] | None = None):
+                             planted: dict[str, dict[str, int]] | None = None, *,
+                             max_columns: int = 5):
     """Each subject's encoding and decoding layer curves, one column per subject.
 
     Top: ridge held-out r by layer per region (one colour each; solid: trained model,
@@ -138,18 +139,31 @@ def encoding_decoding_figure(encoding: pd.DataFrame, retrieval: pd.DataFrame,
         ``retrieval.tsv`` of the decoder (subject, control, layer, top1, chance_top1).
     planted : dict, optional
         Subject -> region -> planted layer.
+    max_columns : int
+        Subjects per row of the grid; more subjects wrap onto further pairs of rows.
     """
     from matplotlib.lines import Line2D
 
     plt = pyplot()
     planted = planted or {}
     subjects = sorted(set(retrieval["subject"].astype(str)))
-    fig, axes = plt.subplots(2, len(subjects), figsize=(1.7 + 2.5 * len(subjects), 4.6),
-                             sharex=True, sharey="row", squeeze=False)
+    n_cols = min(len(subjects), max_columns)
+    n_blocks = -(-len(subjects) // n_cols)  # a block: encoding row above decoding row
+    height = 0.5 + 4.1 * n_blocks
+    fig, axes = plt.subplots(2 * n_blocks, n_cols, figsize=(1.7 + 2.5 * n_cols, height),
+                             squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     legend = {}  # region -> colour
-    for j, subject in enumerate(subjects):
-        top, bottom = axes[0][j], axes[1][j]
+    for j, ax in enumerate(axes.flat):
+        row, col = divmod(j, n_cols)
+        ax.sharex(axes[0][0])
+        ax.sharey(axes[row % 2][0])  # encoding rows share r, decoding rows share top-1
+        ax.tick_params(labelsize=7, labelleft=col == 0, labelbottom=row % 2 == 1)
+        if (row // 2) * n_cols + col >= len(subjects):
+            ax.set_visible(False)
+    for i, subject in enumerate(subjects):
+        block, col = divmod(i, n_cols)
+        top, bottom = axes[2 * block][col], axes[2 * block + 1][col]
         enc = encoding[encoding["subject"] == subject]
         regions = sorted(set(enc["region"]) - {"all"}) or ["all"]
         for k, region in enumerate(regions):
@@ -174,20 +188,21 @@ def encoding_decoding_figure(encoding: pd.DataFrame, retrieval: pd.DataFrame,
                             lw=1.1, label=control)
         bottom.axhline(dec["chance_top1"].mean(), color="0.5", lw=0.8, ls=":", label="chance")
         top.set_title(f"sub-{subject}", fontsize=9)
-        bottom.set_xlabel("layer (0 = embeddings)", fontsize=8)
-        for ax in (top, bottom):
-            ax.tick_params(labelsize=7)
-    axes[0][0].set_ylabel("encoding: held-out r", fontsize=8)
-    axes[1][0].set_ylabel("decoding: held-out top-1", fontsize=8)
+        if i + n_cols >= len(subjects):  # the last row of its column
+            bottom.set_xlabel("layer (0 = embeddings)", fontsize=8)
+    for block in range(n_blocks):
+        axes[2 * block][0].set_ylabel("encoding: held-out r", fontsize=8)
+        axes[2 * block + 1][0].set_ylabel("decoding: held-out top-1", fontsize=8)
     axes[1][0].set_ylim(bottom=0)
     handles = [Line2D([], [], color=c, lw=1.5, label=r) for r, c in legend.items()]
     handles += [Line2D([], [], color="0.15", ls=ls, lw=1.1, label=label) for ls, label in
                 (("-", "trained"), ("--", "random weights"), (":", "chance (decoding)"))]
     fig.legend(handles=handles, loc="center right", fontsize=6.5, frameon=False)
-    # fixed margins (tight_layout measures every tick label of every panel)
+    # fixed margins in inches (tight_layout measures every tick label of every panel)
     width = fig.get_figwidth()
-    fig.subplots_adjust(left=0.6 / width, right=1 - 1.2 / width, bottom=0.11, top=0.93,
-                        wspace=0.12, hspace=0.12)
+    fig.subplots_adjust(left=0.6 / width, right=1 - 1.2 / width, bottom=0.5 / height,
+                        top=1 - 0.3 / height, wspace=0.12,
+                        hspace=0.25 if n_blocks == 1 else 0.4)
     return fig
 
 
@@ -224,9 +239,9 @@ def adapters_section(report: ReportBuilder, ctx: ReportContext) -> None:
             FAMILY, modality, "all-subjects", "all-targets", "top1_layer-curve")))
         blocks.append((
             "figure", f"{modality}: decoding layer curve",
-            f"Held-out top-1 retrieval of each layer's features decoded from the {modality} "
-            "responses, per subject (colours): trained features (solid), random-weights "
-            "features (dashed) and shuffled pairing (dotted); grey line: chance.", where))
+            (f"Held-out top-1 retrieval of each layer's features decoded from the {modality} "
+             "responses, per subject (colours): trained features (solid), random-weights "
+             "features (dashed) and shuffled pairing (dotted); grey line: chance."), where))
         encoding = encoding_curves(ctx.summary, set(retrieval["subject"]), summary["model"])
         if not encoding.empty:
             planted = {s: ctx.planted(s) for s in sorted(set(retrieval["subject"]))}
@@ -234,22 +249,22 @@ def adapters_section(report: ReportBuilder, ctx: ReportContext) -> None:
                 FAMILY, modality, "all-subjects", "all-regions", "r-top1_encoding-decoding")))
             blocks.append((
                 "figure", f"{modality}: encoding and decoding layer curves",
-                f"Per {modality} subject (columns), on one layer axis (0 = embeddings): top, "
-                "the ridge encoding model's held-out r by layer for each region (one colour "
-                "each; solid: trained model, dashed: random-weights control); bottom, the "
-                "shared decoder's held-out top-1 retrieval of that layer's features "
-                "(solid: trained, dashed: random-weights features; dotted: chance)"
-                + ("; vertical lines: planted layers, in the region colours."
-                   if any(planted.values()) else "."), where))
+                (f"Per {modality} subject, on one layer axis (0 = embeddings): above, the "
+                 "ridge encoding model's held-out r by layer for each region (one colour "
+                 "each; solid: trained model, dashed: random-weights control); below, the "
+                 "shared decoder's held-out top-1 retrieval of that layer's features "
+                 "(solid: trained, dashed: random-weights features; dotted: chance)"
+                 + ("; vertical lines: planted layers, in the region colours."
+                    if any(planted.values()) else ".")), where))
         if not adaptation.empty:
             jobs.append((adaptation_figure, (adaptation,), figure_name(
                 FAMILY, modality, f"sub-{summary['transfer_subject']}", "all-targets",
                 "top1_reset-tuning")))
             blocks.append((
                 "figure", f"{modality}: reset-tuning",
-                f"Reset-tuning (sub-{summary['transfer_subject']}, fold 0): a new adapter on "
-                "the frozen shared decoder against a decoder trained from scratch on that "
-                "subject, by the fraction of its training stimuli; top-1 at the best layer.",
+                (f"Reset-tuning (sub-{summary['transfer_subject']}, fold 0): a new adapter "
+                 "on the frozen shared decoder against a decoder trained from scratch on that "
+                 "subject, by the fraction of its training stimuli; top-1 at the best layer."),
                 where))
     # every figure drawn at once (in the writer's worker processes), then added in order
     pngs = iter(png for png, _ in report.figures(jobs))
