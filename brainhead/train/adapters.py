@@ -222,13 +222,14 @@ class DecoderExperiment(JointExperiment):
                             feature_stimuli=fs)
         was_training = base.training
         base.eval()
+        device = next(base.parameters()).device
         total = np.zeros((len(fs), base.d_shared))
         count = np.zeros(len(fs))
         pos = {x: i for i, x in enumerate(fs)}
         for s, stims in seen.items():
-            y = data.Y[s][torch.from_numpy(data.response_rows(s, stims))]
+            y = data.Y[s][torch.from_numpy(data.response_rows(s, stims))].to(device)
             rows = [pos[x] for x in stims]
-            np.add.at(total, rows, base.embed(y, s).double().numpy())
+            np.add.at(total, rows, base.embed(y, s).double().cpu().numpy())
             np.add.at(count, rows, 1)
         base.train(was_training)
         known = count > 0
@@ -246,9 +247,9 @@ class DecoderExperiment(JointExperiment):
         :meth:`shared_targets` of ``stimuli`` on the subject's responses to them (its
         fitting stimuli only, never the validation or test ones): the least-squares map
         into the shared space that the frozen decoder reads, regularised as a few dozen
-        stimuli need. Gradient steps through the decoder from a random start fit those
-        stimuli' features, noise included, long before they find that map; fine-tuning
-        from here only refines it.
+        stimuli need. From a random start, gradient steps through the decoder learnt less
+        from a few dozen stimuli than this fit (``benchmarks/reset_tuning.py``); the
+        fine-tuning that follows starts here.
 
         Returns
         -------
