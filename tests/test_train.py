@@ -336,6 +336,9 @@ def test_crowd_runs_joint_and_per_subject_models(tmp_path):
     ({"families": ["voxel_attn"]}, "key 'train.families.0'"),
     ({"voxel_xattn": {"d_model": 10, "n_heads": 3}}, "key 'train.voxel_xattn.n_heads'"),
     ({"model": "gpt"}, "key 'train.model'"),
+    ({"voxel_xattn": {"init": "zeros"}}, "key 'train.voxel_xattn.init'"),
+    ({"adapters": {"reset_init": "zeros"}}, "key 'train.adapters.reset_init'"),
+    ({"adapters": {"reset_lr": 0}}, "key 'train.adapters.reset_lr'"),
 ])
 def test_train_section_errors_name_file_and_key(tmp_path, train, message):
     import shutil
