@@ -5,8 +5,9 @@
 Runs `snakemake --cores N` from a fresh copy of the workflow (so nothing cached is
 reused), measures the wall time of the whole DAG and the peak resident memory of the
 largest process in the run (Snakemake and every job it spawned), then checks the
-planted-layer recovery in the summary. Targets of the spine issue: <= 5 minutes wall
-and <= 4 GB peak on a 2-core machine. It prints; it asserts nothing about time.
+planted-layer recovery in the summary. Targets: the whole demo, training included,
+within 4 minutes wall on a 2-core machine (the spine issue's first target was 5 minutes,
+before the model families), and <= 4 GB peak. It prints; it asserts nothing about time.
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ def main() -> int:
 
     rec = recovery_table(best, truth)
     print(rec.to_string(index=False))
-    print(f"\nwall time: {wall:.1f} s (target <= 300 s; ratio {wall / 300:.2f})")
+    print(f"\nwall time: {wall:.1f} s (target <= 240 s; ratio {wall / 240:.2f})")
     mb = 1024 * 1024
     print(f"peak memory of the whole process tree (up to {tree.peak_procs} processes): "
           f"{tree.peak_pss / mb:.0f} MB PSS, {tree.peak_rss / mb:.0f} MB summed RSS "
