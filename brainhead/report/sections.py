@@ -79,10 +79,15 @@ class ReportContext:
 
     @property
     def preprocess_only(self) -> bool:
-        """A study without stimuli or decoding (``stimuli: null``): no scores to show."""
+        """A study without stimuli or decoding (``stimuli: null``): no scores to show.
+
+        Judged from the spec and the scores together: a report given alignment scores
+        shows them, whatever a partial spec (one without a ``stimuli`` key) implies.
+        """
         from ..specs import preprocess_only
 
-        return self.spec is not None and preprocess_only(self.spec)
+        return (self.spec is not None and preprocess_only(self.spec)
+                and self.summary.empty and not self.model_dirs)
 
     def planted(self, subject: str) -> dict:
         if self.truth is None:
