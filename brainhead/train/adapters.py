@@ -42,10 +42,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._logging import logger, progress
+from .._logging import progress
 from ..io.store import atomic_path, provenance, spec_hash, write_arrays
 from .data import EncodingData, loader
-from .experiment import JointExperiment, load_modality
+from .experiment import JointExperiment
 from .modules import DecoderModule
 from .trainer import TrainConfig, epoch_seed, fit_run
 
@@ -381,18 +381,14 @@ def train_adapter_decoder(response_paths: Sequence[str | Path], features_path: s
     summary : dict
         The content of ``summary.json``.
     """
-    from ..features import read_features
-
     start = time.perf_counter()
     out_dir = Path(out_dir)
     cfg = decoder_config(TrainConfig.from_params(params, seed),
                          {**DEFAULTS, **params.get(FAMILY, {})})
-    subjects, modality = load_modality(response_paths, FAMILY)
-    features, feature_ids, _ = read_features(features_path)
-    exp = DecoderExperiment(subjects, features, feature_ids, out_dir, params.get(FAMILY, {}),
-                            cfg, transfer_subject=transfer_subject)
-    logger.info("%s: %d subjects (%s targets), %d folds, device %s", FAMILY, len(subjects),
-                "/".join(str(s.n_targets) for s in subjects.values()), exp.n_folds, exp.device)
+    exp = DecoderExperiment.from_files(response_paths, features_path, out_dir,
+                                       params.get(FAMILY, {}), cfg,
+                                       transfer_subject=transfer_subject)
+    modality = exp.modality
     retrieval, arrays = exp.cross_validate()
     adaptation = exp.adaptation() if exp.params["adapt"] else []
     crowd = exp.crowd() if exp.params["crowd"] else []
@@ -414,7 +410,7 @@ def train_adapter_decoder(response_paths: Sequence[str | Path], features_path: s
                  provenance("train", {"family": FAMILY, "model": model, "seed": cfg.seed,
                                       **params}))
     summary = {"family": FAMILY, "modality": modality, "model": model,
-               "subjects": list(subjects), "n_folds": exp.n_folds, "layers": exp.layers,
+               "subjects": list(exp.subjects), "n_folds": exp.n_folds, "layers": exp.layers,
                "folds_match_ridge": not exp.unmatched, "unmatched_subjects": exp.unmatched,
                "transfer_subject": exp.transfer_subject, "device": exp.device,
                "settings": {**vars(cfg), FAMILY: exp.params}, "runs": exp.runs,

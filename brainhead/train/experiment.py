@@ -87,12 +87,30 @@ class JointExperiment:
         self.transfer_subject = transfer_subject or list(self.subjects)[-1]
         self.runs: list[dict] = []
         self.checks: dict[str, float] = {}
+        self.modality = next(iter(self.subjects.values())).modality if self.subjects else ""
         self.features, self.feature_ids = features, np.asarray(feature_ids).astype(str)
         self.out_dir = Path(out_dir)
         self.params = {**self.defaults,
                        **{k: v for k, v in params.items() if k in self.defaults}}
         self.identity = self.identity_hash(features, {k: self.params[k]
                                                       for k in self.model_keys})
+
+    @classmethod
+    def from_files(cls, response_paths: Sequence[str | Path], features_path: str | Path,
+                   out_dir: str | Path, params: dict, cfg: TrainConfig, *,
+                   transfer_subject: str | None = None) -> JointExperiment:
+        """The experiment of one training job: every subject's ``responses.h5`` (one
+        modality) and the study's ``features/<model>.h5``."""
+        from ..features import read_features
+
+        subjects, _ = load_modality(response_paths, cls.family)
+        features, feature_ids, _ = read_features(features_path)
+        exp = cls(subjects, features, feature_ids, out_dir, params, cfg,
+                  transfer_subject=transfer_subject)
+        logger.info("%s: %d subjects (%s targets), %d folds, device %s", cls.family,
+                    len(subjects), "/".join(str(s.n_targets) for s in subjects.values()),
+                    exp.n_folds, exp.device)
+        return exp
 
     # ------------------------------------------------------------------ splits
     def split(self, fold: int) -> tuple[dict[str, list[str]], dict[str, list[str]]]:

@@ -124,7 +124,30 @@ def task_loaders(task: str, depths: Mapping[str, int], *, seed: int, steps_per_e
     return make("train", steps_per_epoch, False), make("val", val_batches, True)
 
 
-class MemoryTaskModule(pl.LightningModule):
+class _ClippedLossModule(pl.LightningModule):
+    """What the memory-RNN modules share: the step on ``self._loss(batch)`` (a subclass
+    defines it), gradient-norm clipping at ``self.grad_clip`` (0: none; long recurrences
+    need it) and AdamW on the trainable parameters."""
+
+    lr: float
+    weight_decay: float
+    grad_clip: float
+
+    def training_step(self, batch, batch_idx):
+        loss, _ = self._loss(batch)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["x"]))
+        return loss
+
+    def on_before_optimizer_step(self, optimizer):
+        if self.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip)
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+
+
+class MemoryTaskModule(_ClippedLossModule):
     """Cross-entropy of every trained head at the last step; stops at the advance rule.
 
     Parameters
@@ -155,15 +178,6 @@ class MemoryTaskModule(pl.LightningModule):
         losses = {h: F.cross_entropy(out[h], batch["y"][h]) for h in self.heads}
         return torch.stack(list(losses.values())).mean(), out
 
-    def training_step(self, batch, batch_idx):
-        loss, _ = self._loss(batch)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["x"]))
-        return loss
-
-    def on_before_optimizer_step(self, optimizer):
-        if self.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip)
-
     def on_validation_epoch_start(self):
         self._hits = {h: 0 for h in self.heads}
         self._seen = 0
@@ -188,10 +202,6 @@ class MemoryTaskModule(pl.LightningModule):
         self.log_dict({"tau_mean": tau.mean(), "tau_min": tau.min(), "tau_max": tau.max()})
         if self.curriculum.ready(acc):
             self.trainer.should_stop = True
-
-    def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
 
 
 def _on(net, a: np.ndarray) -> torch.Tensor:
@@ -522,7 +532,7 @@ class _ShuffledRows(Sampler):
         return len(self._plan())
 
 
-class StreamMemoryModule(pl.LightningModule):
+class StreamMemoryModule(_ClippedLossModule):
     """A whole curriculum of lag read-outs in one run: stage ``m`` = epochs ``m * E`` to
     ``(m + 1) * E - 1`` (``E = epochs_per_stage``), ``m = 0..n_lags - 1``.
 
@@ -580,15 +590,6 @@ class StreamMemoryModule(pl.LightningModule):
                 count += int(m.sum()) * out[h].shape[1]
         return total / max(count, 1), count
 
-    def training_step(self, batch, batch_idx):
-        loss, _ = self._loss(batch)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["x"]))
-        return loss
-
-    def on_before_optimizer_step(self, optimizer):
-        if self.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip)
-
     def validation_step(self, batch, batch_idx):
         loss, count = self._loss(batch)
         self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=max(count, 1))
@@ -608,10 +609,6 @@ class StreamMemoryModule(pl.LightningModule):
                 out = self.net(x, list(self.heads()), last=True)
                 for h, lag in self.heads().items():
                     self.test_pred[:, lag] = out[h].float()
-
-    def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
 
 
 class MemoryDecoder:

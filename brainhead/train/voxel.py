@@ -46,10 +46,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._logging import logger, progress
+from .._logging import progress
 from ..io.store import atomic_path, provenance, spec_hash, write_arrays
 from .data import EncodingData, loader
-from .experiment import JointExperiment, load_modality
+from .experiment import JointExperiment
 from .modules import EncoderModule
 from .trainer import TrainConfig, epoch_seed, fit_run
 
@@ -362,25 +362,20 @@ def train_voxel_encoder(response_paths: Sequence[str | Path], features_path: str
     summary : dict
         The content of ``summary.json``.
     """
-    from ..features import read_features
-
     start = time.perf_counter()
     out_dir = Path(out_dir)
     cfg = TrainConfig.from_params(params, seed)
-    vparams = params.get(FAMILY, {})
-    subjects, modality = load_modality(response_paths, FAMILY)
-    features, feature_ids, _ = read_features(features_path)
-    exp = VoxelEncoderExperiment(subjects, features, feature_ids, out_dir, vparams, cfg,
-                                 transfer_subject=transfer_subject)
-    logger.info("%s: %d subjects (%s targets), %d folds, device %s", FAMILY, len(subjects),
-                "/".join(str(s.n_targets) for s in subjects.values()), exp.n_folds, exp.device)
+    exp = VoxelEncoderExperiment.from_files(response_paths, features_path, out_dir,
+                                            params.get(FAMILY, {}), cfg,
+                                            transfer_subject=transfer_subject)
+    modality = exp.modality
     cv = exp.cross_validate()
     transfer = exp.transfer() if exp.params["transfer"] else []
     crowd = exp.crowd() if exp.params["crowd"] else []
     _write_outputs(exp, cv, transfer, crowd, out_dir, modality=modality, model=model,
                    params=params, seed=cfg.seed)
     summary = {"family": FAMILY, "modality": modality, "model": model,
-               "subjects": list(subjects), "n_folds": exp.n_folds,
+               "subjects": list(exp.subjects), "n_folds": exp.n_folds,
                "folds_match_ridge": not exp.unmatched, "unmatched_subjects": exp.unmatched,
                "transfer_subject": exp.transfer_subject, "device": exp.device,
                "settings": {**vars(cfg), FAMILY: exp.params}, "runs": exp.runs,
