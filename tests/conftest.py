@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from _mini_study import copy_workflow
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data_specs" / "demo"
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -70,16 +72,6 @@ def small_demo(tmp_path_factory):
     results = root / "results" / "small"
     simulate_study(study, results)
     return study, results
-
-
-def copy_workflow(dest: Path) -> Path:
-    """Copy the Snakefile, workflows/ and data_specs/ into ``dest``; return ``dest``."""
-    import shutil
-
-    for name in ("Snakefile", "workflows", "data_specs"):
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dest / name)
-    return dest
 
 
 @pytest.fixture(scope="session")
