@@ -10,8 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _child import child_process
 
 from brainhead.train.modules import DecoderModule, info_nce
 from encoders.adapters import AdapterDecoder, SubjectAdapter
@@ -433,14 +432,8 @@ def held_child(tmp_path_factory):
     other tests run); it waits, to be killed, at the start of epoch PAUSE_EPOCH."""
     root = tmp_path_factory.mktemp("killed")
     (root / HOLD).write_text("{}")
-    here = Path(__file__).resolve()
-    env = {**os.environ, "BRAINHEAD_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, str(here), str(root)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env, cwd=here.parents[1])
-    yield root, proc
-    if proc.poll() is None:
-        proc.kill()
-        proc.communicate()
+    with child_process(__file__, root) as proc:
+        yield root, proc
 
 
 def _outputs(root: Path, run: dict):

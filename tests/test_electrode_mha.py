@@ -16,14 +16,13 @@ kill test runs a fit in a child process: this file is also the script that it ru
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _child import child_process
 
 pytest.importorskip("torch")
 pytest.importorskip("lightning")
@@ -431,14 +430,8 @@ def held_child(tmp_path_factory):
     while the other tests run); it waits at the start of epoch 3 to be killed."""
     root = tmp_path_factory.mktemp("electrode_kill")
     (root / HOLD).write_text(json.dumps({"pause_epoch": 3}))
-    env = {**os.environ, "BRAINHEAD_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
-    here = Path(__file__).resolve()
-    proc = subprocess.Popen([sys.executable, str(here), str(root)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env, cwd=here.parents[1])
-    yield root, proc
-    if proc.poll() is None:
-        proc.kill()
-        proc.communicate()
+    with child_process(__file__, root) as proc:
+        yield root, proc
 
 
 def test_sigkill_then_resume_equals_uninterrupted_and_checkpoints_are_weights_only(

@@ -14,8 +14,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 from itertools import product
@@ -23,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _child import child_process
 
 pytest.importorskip("torch")
 pytest.importorskip("lightning")
@@ -368,14 +367,8 @@ def held_child(tmp_path_factory):
     other tests run); it waits, to be killed, after its first checkpoint of a stage."""
     root = tmp_path_factory.mktemp("killed")
     (root / HOLD).write_text(json.dumps({"pause_after": 3}))
-    here = Path(__file__).resolve()
-    env = {**os.environ, "BRAINHEAD_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, str(here), str(root)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env, cwd=here.parents[1])
-    yield root, proc
-    if proc.poll() is None:
-        proc.kill()
-        proc.communicate()
+    with child_process(__file__, root) as proc:
+        yield root, proc
 
 
 # The kill test comes last: its training process starts with the module and waits.
