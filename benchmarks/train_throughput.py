@@ -230,6 +230,19 @@ def _bare_child(size: dict, opts: dict, queue) -> None:
         queue.put({"error": f"{type(err).__name__}: {err}", "trace": traceback.format_exc()})
 
 
+def _device_setup(torch, device: str, precision: str, threads: int | None):
+    """Threads, device, precision, autocast dtype (None: fp32) and the device's measured
+    GEMM peak, as every measurement of this file starts."""
+    if threads:
+        torch.set_num_threads(threads)
+    dev = torch.device(device)
+    precision = _precision(dev.type, precision)
+    amp_dtype = torch.bfloat16 if precision == "bf16-mixed" else None
+    gemm = measure_gemm(torch, dev, amp_dtype or torch.float32,
+                        8192 if dev.type == "cuda" else 2048)
+    return dev, precision, amp_dtype, gemm
+
+
 def measure_size(size: dict, *, device: str, precision: str, steps: int, batch_size: int,
                  n_sampled_targets: int, threads: int | None, seed: int = 0) -> dict:
     """Train ``size`` with the bare loop in this process; timings, FLOPs and memory."""
@@ -239,14 +252,9 @@ def measure_size(size: dict, *, device: str, precision: str, steps: int, batch_s
     sys.path.insert(0, str(ROOT))
     from encoders.voxel_xattn import VoxelCrossAttention
 
-    if threads:
-        torch.set_num_threads(threads)
-    dev = torch.device(device)
+    dev, precision, amp_dtype, gemm = _device_setup(torch, device, precision, threads)
     cuda = dev.type == "cuda"
-    precision = _precision(dev.type, precision)
-    amp_dtype = torch.bfloat16 if precision == "bf16-mixed" else None
     gemm_dtype = amp_dtype or torch.float32
-    gemm = measure_gemm(torch, dev, gemm_dtype, 8192 if cuda else 2048)
 
     def autocast():
         return torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None)
@@ -498,13 +506,8 @@ def measure_decoder(name: str, *, device: str, precision: str, steps: int,
     from brainhead.train.trainer import TrainConfig, fit_run
     from encoders.adapters import AdapterDecoder
 
-    if threads:
-        torch.set_num_threads(threads)
-    dev = torch.device(device)
+    dev, precision, amp_dtype, gemm = _device_setup(torch, device, precision, threads)
     cuda = dev.type == "cuda"
-    precision = _precision(dev.type, precision)
-    amp_dtype = torch.bfloat16 if precision == "bf16-mixed" else None
-    gemm = measure_gemm(torch, dev, amp_dtype or torch.float32, 8192 if cuda else 2048)
     n_targets, n_stim, B = DECODER_SIZES[name], DEMO["n_stimuli"], DECODER_BATCH
     layers = list(range(N_LAYERS))
 
