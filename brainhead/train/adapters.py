@@ -340,14 +340,22 @@ class DecoderExperiment(JointExperiment):
         for frac, n, method, module, data, test in self.new_subject_runs(
                 "adapt", self.params["adapt_fractions"], ("reset_tuning", "scratch"),
                 fold=fold, subject=subject):
-            pred = self.decode(module, data, new, test)
-            true = self.true_features(data, test)
-            for k, layer in enumerate(self.layers):
-                ranks = retrieval_hits(pred[:, k], true[:, k])
-                rows.append({"subject": new, "fraction": frac, "n_stimuli": n,
-                             "method": method, "layer": layer,
-                             "top1": float((ranks < 1).mean()),
-                             "top5": float((ranks < 5).mean()), "n_candidates": len(test)})
+            rows += self._layer_hits(module, data, new, test, {"fraction": frac,
+                                                               "n_stimuli": n, "method": method})
+        return rows
+
+    def _layer_hits(self, module, data: EncodingData, subject: str,
+                    test: Sequence[str], extra: dict) -> list[dict]:
+        """Per decoded layer: top-1/top-5 of ``subject``'s ``test`` stimuli among
+        themselves, one row each with ``extra``."""
+        pred = self.decode(module, data, subject, test)
+        true = self.true_features(data, test)
+        rows = []
+        for k, layer in enumerate(self.layers):
+            ranks = retrieval_hits(pred[:, k], true[:, k])
+            rows.append({"subject": subject, **extra, "layer": layer,
+                         "top1": float((ranks < 1).mean()),
+                         "top5": float((ranks < 5).mean()), "n_candidates": len(test)})
         return rows
 
     def crowd(self) -> list[dict]:
@@ -357,14 +365,8 @@ class DecoderExperiment(JointExperiment):
         rows = []
         for frac, s, n, method, module, data, test in self.crowd_runs(
                 self.params["crowd_fractions"]):
-            pred = self.decode(module, data, s, test)
-            true = self.true_features(data, test)
-            for k, layer in enumerate(self.layers):
-                ranks = retrieval_hits(pred[:, k], true[:, k])
-                rows.append({"subject": s, "fraction": frac, "n_stimuli": n,
-                             "method": method, "layer": layer,
-                             "top1": float((ranks < 1).mean()),
-                             "top5": float((ranks < 5).mean()), "n_candidates": len(test)})
+            rows += self._layer_hits(module, data, s, test, {"fraction": frac,
+                                                             "n_stimuli": n, "method": method})
         return rows
 
 
