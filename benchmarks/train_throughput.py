@@ -221,9 +221,11 @@ def optimizers_of(net) -> list:
     return EncoderModule(net, lr=LR, weight_decay=WEIGHT_DECAY).configure_optimizers()
 
 
-def _bare_child(size: dict, opts: dict, queue) -> None:
+def _measure_child(measure, what, opts: dict, queue) -> None:
+    """``measure(what, **opts)`` in a spawned process: its result, or its error, to the
+    parent through ``queue``."""
     try:
-        queue.put(measure_size(size, **opts))
+        queue.put(measure(what, **opts))
     except Exception as err:  # reported by the parent, never swallowed
         import traceback
 
@@ -383,15 +385,6 @@ def measure_size(size: dict, *, device: str, precision: str, steps: int, batch_s
 
 
 # --------------------------------------------------------------------------- Lightning
-def _lightning_child(size: dict, opts: dict, queue) -> None:
-    try:
-        queue.put(measure_lightning(size, **opts))
-    except Exception as err:
-        import traceback
-
-        queue.put({"error": f"{type(err).__name__}: {err}", "trace": traceback.format_exc()})
-
-
 def measure_lightning(size: dict, *, device: str, precision: str, epochs: int,
                       batch_size: int, n_sampled_targets: int, threads: int | None,
                       seed: int = 0) -> dict:
@@ -483,15 +476,6 @@ def decoder_step_flops(B: int, T: int, d: int, depth: int, L: int = N_LAYERS,
     adapter = 2 * B * T * d
     fwd = adapter + depth * 2 * (2 * B * d * d) + 2 * B * d * L * D + L * 2 * B * B * D
     return 3 * fwd - adapter
-
-
-def _decoder_child(name: str, opts: dict, queue) -> None:
-    try:
-        queue.put(measure_decoder(name, **opts))
-    except Exception as err:
-        import traceback
-
-        queue.put({"error": f"{type(err).__name__}: {err}", "trace": traceback.format_exc()})
 
 
 def measure_decoder(name: str, *, device: str, precision: str, steps: int,
@@ -764,7 +748,7 @@ def main(argv=None) -> int:
                 "threads": args.threads}
         results = []
         for size in sizes:
-            res = in_child(_bare_child, size, opts)
+            res = in_child(_measure_child, measure_size, size, opts)
             if res["error"]:
                 print(f"{size['name']} on {device} FAILED: {res['error']}\n{res['trace']}")
                 status = 1
@@ -778,7 +762,8 @@ def main(argv=None) -> int:
         if args.lightning_epochs > 0:
             demo = parse_size("demo")
             lopts = {k: v for k, v in opts.items() if k != "steps"}
-            res = in_child(_lightning_child, demo, {**lopts, "epochs": args.lightning_epochs})
+            res = in_child(_measure_child, measure_lightning, demo,
+                           {**lopts, "epochs": args.lightning_epochs})
             if res["error"]:
                 print(f"Lightning path on {device} FAILED: {res['error']}\n{res['trace']}")
                 status = 1
@@ -790,7 +775,7 @@ def main(argv=None) -> int:
                      "threads": args.threads, "epochs": max(args.lightning_epochs, 1)}
             decoded = []
             for name in DECODER_SIZES:
-                res = in_child(_decoder_child, name, dopts)
+                res = in_child(_measure_child, measure_decoder, name, dopts)
                 if res["error"]:
                     print(f"decoder {name} on {device} FAILED: {res['error']}\n{res['trace']}")
                     status = 1
