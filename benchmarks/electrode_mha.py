@@ -51,7 +51,8 @@ def folds(trials, protocol: str, n_folds: int = 5):
             yield f"within-{s}-{k}", np.setdiff1d(rows, test), test
 
 
-def run(dataset: str, settings: dict, protocols, seed: int = 0) -> list[dict]:
+def run(dataset: str, settings: dict, protocols, seed: int = 0,
+        device: str = "cpu") -> list[dict]:
     sys.path.insert(0, str(ROOT / "tests"))
     from test_electrode_mha import simulate_eeg, simulate_seeg
 
@@ -67,7 +68,7 @@ def run(dataset: str, settings: dict, protocols, seed: int = 0) -> list[dict]:
             perm = np.random.default_rng(seed).permutation(train)
             n_val = max(2, len(train) // 5)
             val, fit = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-            clf = ElectrodeAttentionClassifier(**settings, seed=seed, device="cpu")
+            clf = ElectrodeAttentionClassifier(**settings, seed=seed, device=device)
             start = time.perf_counter()
             clf.fit(trials.take(fit), y[fit], val=(trials.take(val), y[val]))
             seconds = time.perf_counter() - start
@@ -91,6 +92,9 @@ def main(argv=None) -> None:
                         default=["eeg", "seeg"])
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override settings, e.g. --set max_epochs=20 lr=0.005")
+    parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
+                        help="where the model trains (cuda: bf16-mixed, as the workflow "
+                             "trains there)")
     args = parser.parse_args(argv)
     os.environ.setdefault("BRAINHEAD_NO_PROGRESS", "1")
     import warnings
@@ -104,12 +108,12 @@ def main(argv=None) -> None:
         key, value = item.split("=", 1)
         settings[key] = type(settings[key])(value) if key in settings else float(value)
     print(f"settings {args.settings}: {settings}; torch threads 1; "
-          f"cuda {'available' if torch.cuda.is_available() else 'not available'}; "
+          f"device {args.device}, cuda {'available' if torch.cuda.is_available() else 'not available'}; "
           f"load average {os.getloadavg()[0]:.1f}")
     print("dataset\tfold\tn_train\tn_test\tseconds\tepochs\taccuracy\tchance\tn_params")
     rows = []
     for dataset in args.datasets:
-        rows += run(dataset, settings, args.protocols)
+        rows += run(dataset, settings, args.protocols, device=args.device)
     for dataset in args.datasets:
         for protocol in args.protocols:
             sel = [r for r in rows if r["dataset"] == dataset and r["fold"].startswith(protocol)]

@@ -16,7 +16,7 @@ with a bare loop (forward, MSE, backward, and the optimisers of training: AdamW 
 step: ``--batch-size`` stimuli and ``--n-sampled-targets`` of the subject's targets
 drawn at random, the way :class:`brainhead.train.data.StimulusBatches` plans batches,
 with the responses gathered the way :class:`brainhead.train.data.EncodingBatches`
-gathers them (the batch's rows, then the sampled columns). Subjects take turns.
+gathers them (only the sampled cells of the batch's rows). Subjects take turns.
 
 Sizes (``--sizes``, comma-separated):
 
@@ -297,12 +297,14 @@ def measure_size(size: dict, *, device: str, precision: str, steps: int, batch_s
         n_t = n_targets[subject]
         rows = torch.randperm(n_stim, generator=gen)[:B]
         x = features[rows]
-        y = responses[subject][rows]
         # as EncoderModule.training_step: targets are always indexed (sparse gradients)
         targets = torch.arange(n_t)
         if n_sampled_targets < n_t:
             targets = torch.randperm(n_t, generator=gen)[:n_sampled_targets].sort().values
-            y = y[:, targets]
+            # as EncodingBatches: only the sampled (row, target) cells, never whole rows
+            y = responses[subject][rows[:, None], targets[None, :]]
+        else:
+            y = responses[subject][rows]
         targets = targets.to(dev)
         return subject, x.to(dev), y.to(dev), targets
 
