@@ -246,8 +246,14 @@ def _device_setup(torch, device: str, precision: str, threads: int | None):
 
 
 def measure_size(size: dict, *, device: str, precision: str, steps: int, batch_size: int,
-                 n_sampled_targets: int, threads: int | None, seed: int = 0) -> dict:
-    """Train ``size`` with the bare loop in this process; timings, FLOPs and memory."""
+                 n_sampled_targets: int, threads: int | None, gather: str = "auto",
+                 seed: int = 0) -> dict:
+    """Train ``size`` with the bare loop in this process; timings, FLOPs and memory.
+
+    ``gather``: where batches are gathered, ``host`` or ``device`` (a copy of features
+    and responses on the device); ``auto`` as the workflow does on one device: the
+    device on CUDA, else the host.
+    """
     import torch
     import torch.nn.functional as F
 
@@ -286,6 +292,11 @@ def measure_size(size: dict, *, device: str, precision: str, steps: int, batch_s
     n_stim = size["n_stimuli"]
     features = torch.randn(n_stim, N_LAYERS, DIM, generator=gen)
     responses = {s: torch.randn(n_stim, n, generator=gen) for s, n in n_targets.items()}
+    if gather == "auto":
+        gather = "device" if cuda else "host"
+    if gather == "device":  # as EncodingData.on: one copy where the model trains
+        features = features.to(dev)
+        responses = {s: r.to(dev) for s, r in responses.items()}
     torch.manual_seed(seed)
     net = VoxelCrossAttention(n_targets, [DIM] * N_LAYERS, **MODEL).to(dev).train()
     opts = optimizers_of(net)
@@ -295,12 +306,14 @@ def measure_size(size: dict, *, device: str, precision: str, steps: int, batch_s
     def batch(step: int):
         subject = subjects[step % len(subjects)]
         n_t = n_targets[subject]
-        rows = torch.randperm(n_stim, generator=gen)[:B]
+        at = features.device
+        rows = torch.randperm(n_stim, generator=gen)[:B].to(at)
         x = features[rows]
         # as EncoderModule.training_step: targets are always indexed (sparse gradients)
-        targets = torch.arange(n_t)
+        targets = torch.arange(n_t, device=at)
         if n_sampled_targets < n_t:
             targets = torch.randperm(n_t, generator=gen)[:n_sampled_targets].sort().values
+            targets = targets.to(at)
             # as EncodingBatches: only the sampled (row, target) cells, never whole rows
             y = responses[subject][rows[:, None], targets[None, :]]
         else:
@@ -365,7 +378,7 @@ def measure_size(size: dict, *, device: str, precision: str, steps: int, batch_s
     n_params = sum(p.numel() for p in net.parameters())
     n_subject = sum(p.numel() for s in subjects for p in net.subject_parameters(s))
     out = {
-        "name": size["name"], "device": str(dev), "precision": precision,
+        "name": size["name"], "device": str(dev), "precision": precision, "gather": gather,
         "threads": torch.get_num_threads(), "subjects": len(subjects),
         "targets": sum(n_targets.values()), "max_targets": max(n_targets.values()),
         "stimuli": n_stim, "batch": B, "steps": steps, "seconds": seconds,
@@ -430,10 +443,14 @@ def measure_lightning(size: dict, *, device: str, precision: str, epochs: int,
     net = VoxelCrossAttention({s: data.Y[s].shape[1] for s in subjects}, data.layer_dims,
                               **MODEL)
     module = EncoderModule(net, lr=LR, weight_decay=WEIGHT_DECAY)
+    # batches gathered where the workflow gathers them on one device (VoxelEncoderExperiment)
+    at = "cuda" if dev_type == "cuda" else None
     train_loader = loader(data, fit, batch_size=batch_size,
-                          n_sampled_targets=n_sampled_targets, shuffle=True, seed=seed)
+                          n_sampled_targets=n_sampled_targets, shuffle=True, seed=seed,
+                          device=at)
     val_loader = loader(data, val, batch_size=batch_size,
-                        n_sampled_targets=n_sampled_targets * 16, shuffle=False, seed=0)
+                        n_sampled_targets=n_sampled_targets * 16, shuffle=False, seed=0,
+                        device=at)
     stamps: list[float] = []
     sampler = train_loader.sampler
     set_epoch = sampler.set_epoch
@@ -583,7 +600,7 @@ def print_decoder(results: list[dict]) -> None:
         rate = r["flops"] / r["seconds"]
         print(f"{r['name']:>5} {r['params']:>9,} {1e3 * r['seconds'] / r['steps']:>8.2f} "
               f"{r['steps'] * r['batch'] / r['seconds']:>10,.0f} {rate / 1e9:>8.2f} "
-              f"{rate / r['gemm']:>7.1%} {_mib(r['rss_step']):>8} {_mib(r['rss']):>8} "
+              f"{_share(rate / r['gemm']):>7} {_mib(r['rss_step']):>8} {_mib(r['rss']):>8} "
               f"{r['fit_epochs'] / r['fit_seconds']:>16.2f} "
               f"{r['fit_samples'] / r['fit_seconds']:>17,.0f}")
     print("(samples = stimuli decoded; step MiB: extra resident peak within the measured "
@@ -611,12 +628,17 @@ def _mib(n: float) -> str:
     return f"{n / 2**20:,.0f}"
 
 
+def _share(fraction: float) -> str:
+    """A percentage with the digits that a small share needs (0.047%, not 0.0%)."""
+    return f"{fraction:.1%}" if fraction >= 0.01 else f"{fraction * 100:.2g}%"
+
+
 def print_bare(results: list[dict]) -> None:
     """Throughput and memory tables of the bare-loop measurements."""
     first = results[0]
     print(f"\nbare loop on {first['device']} ({first['precision']}, "
-          f"{first['threads']} threads): forward + MSE + backward + AdamW/SparseAdam, "
-          f"batch {first['batch']} stimuli")
+          f"{first['threads']} threads, batches gathered on the {first['gather']}): forward "
+          f"+ MSE + backward + AdamW/SparseAdam, batch {first['batch']} stimuli")
     head = (f"{'size':>6} {'subj x targets':>15} {'S/step':>6} {'steps':>5} {'ms/step':>8} "
             f"{'samples/s':>11} {'data':>6} {'fwd':>6} {'bwd':>6} {'optim':>6} "
             f"{'GFLOP/step':>10} {'GFLOP/s':>8} {'of GEMM':>7}")
@@ -633,7 +655,7 @@ def print_bare(results: list[dict]) -> None:
         print(f"{r['name']:>6} {targets:>15} {r['samples'] // (n * r['batch']):>6,} {n:>5} "
               f"{ms:>8.1f} {r['samples'] / r['seconds']:>11,.0f} {ph['data']:>6.1f} "
               f"{ph['forward']:>6.1f} {ph['backward']:>6.1f} {ph['optimiser']:>6.1f} "
-              f"{r['flops'] / n / 1e9:>10.3f} {rate / 1e9:>8.2f} {rate / r['gemm']:>7.1%}")
+              f"{r['flops'] / n / 1e9:>10.3f} {rate / 1e9:>8.2f} {_share(rate / r['gemm']):>7}")
     gemms = ", ".join(f"{r['gemm'] / 1e9:,.0f}" for r in results)
     print(f"(data/fwd/bwd/optim: ms per step; S/step: mean targets per step; GEMM rate in "
           f"{first['gemm_dtype']}, measured in each size's process: {gemms} GFLOP/s)")
@@ -716,6 +738,9 @@ def main(argv=None) -> int:
                              "choice)")
     parser.add_argument("--lightning-epochs", type=int, default=10,
                         help="epochs of the end-to-end fit_run at demo size (0: skip)")
+    parser.add_argument("--gather", default="auto", choices=("auto", "host", "device"),
+                        help="where the bare loop gathers its batches (auto: on the device "
+                             "on CUDA, as the workflow does on one GPU; else the host)")
     parser.add_argument("--decoder", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure the subject-adapter decoder at the demo's sizes")
     args = parser.parse_args(argv)
@@ -747,7 +772,7 @@ def main(argv=None) -> int:
     for device in devices:
         opts = {"device": device, "precision": args.precision, "steps": args.steps,
                 "batch_size": args.batch_size, "n_sampled_targets": args.n_sampled_targets,
-                "threads": args.threads}
+                "threads": args.threads, "gather": args.gather}
         results = []
         for size in sizes:
             res = in_child(_measure_child, measure_size, size, opts)
@@ -763,7 +788,7 @@ def main(argv=None) -> int:
             print_goal(results)
         if args.lightning_epochs > 0:
             demo = parse_size("demo")
-            lopts = {k: v for k, v in opts.items() if k != "steps"}
+            lopts = {k: v for k, v in opts.items() if k not in ("steps", "gather")}
             res = in_child(_measure_child, measure_lightning, demo,
                            {**lopts, "epochs": args.lightning_epochs})
             if res["error"]:

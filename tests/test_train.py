@@ -20,7 +20,7 @@ from brainhead.splits import (
     stimulus_folds,
     validation_split,
 )
-from brainhead.train.data import EncodingData, StimulusBatches, SubjectResponses
+from brainhead.train.data import EncodingData, StimulusBatches, SubjectResponses, loader
 from brainhead.train.trainer import TrainConfig
 from brainhead.train.voxel import VoxelEncoderExperiment, ridge_init_projection
 from encoders.voxel_xattn import VoxelCrossAttention
@@ -143,6 +143,48 @@ def test_encoding_data_scales_on_training_stimuli_only():
     b = EncodingData(changed, ids, {"a": sub2}, train)
     torch.testing.assert_close(a.features[:20], b.features[:20])
     torch.testing.assert_close(a.Y["a"][:20], b.Y["a"][:20])
+
+
+def test_batches_gathered_on_another_device_are_the_same_batches():
+    # On one GPU the training batches are gathered from a copy of the data there
+    # (EncodingData.on). The "meta" device stands in for the GPU: its tensors have
+    # shapes and dtypes but no values, so this checks where a batch is made; the
+    # values are checked against the host's batches from the same plan on the CPU.
+    rng = np.random.default_rng(1)
+    ids = np.array([f"s{i}" for i in range(40)])
+    subjects = {n: _subject(n, rng.standard_normal((40, t)), ids, ["r"] * t, np.arange(40) % 4)
+                for n, t in (("a", 9), ("b", 13))}
+    data = EncodingData(rng.standard_normal((3, 40, 6)), ids, subjects,
+                        {n: list(ids[:30]) for n in subjects})
+    features, Y = data.on("cpu")   # where the data is: the tensors themselves, no copy
+    assert features is data.features and Y is data.Y
+    assert data.nbytes == 40 * 3 * 6 * 4 + 40 * (9 + 13) * 4
+    meta = data.on("meta")
+    assert data.on("meta") is meta                      # copied once, then kept
+    assert meta[0].device.type == "meta" and meta[1]["b"].shape == (40, 13)
+    assert data.features.device.type == "cpu"           # the host tensors stay
+    stimuli = {n: list(ids[:30]) for n in subjects}
+    for sampled in (4, None):
+        kw = {"batch_size": 7, "n_sampled_targets": sampled, "shuffle": True, "seed": 3}
+        host = list(loader(data, stimuli, **kw))
+        here = list(loader(data, stimuli, device="cpu", **kw))
+        away = list(loader(data, stimuli, device="meta", **kw))
+        assert len(host) == len(here) == len(away) > 0
+        for h, c, m in zip(host, here, away):
+            assert h["subject"] == c["subject"] == m["subject"]
+            assert h["stimuli"] == c["stimuli"] == m["stimuli"]
+            for key in ("features", "y", "targets"):
+                if h[key] is None:
+                    assert c[key] is None and m[key] is None
+                    continue
+                torch.testing.assert_close(c[key], h[key], rtol=0, atol=0)
+                assert m[key].device.type == "meta" and m[key].shape == h[key].shape
+                assert m[key].dtype == h[key].dtype
+            # the host's batch is the planned cells of the host's tensors
+            rows = data.response_rows(h["subject"], h["stimuli"])
+            cols = slice(None) if h["targets"] is None else h["targets"].numpy()
+            np.testing.assert_array_equal(
+                h["y"].numpy(), data.Y[h["subject"]].numpy()[rows][:, cols])
 
 
 def _planted_subspace_data(n_stimuli=80, dim=20, rank=3, n_layers=3, layer=1, seed=0,
@@ -283,6 +325,26 @@ def _experiment(tmp_path, *, n_stimuli=60, n_targets=(20, 30, 25), rank=4, noise
     rand = np.random.default_rng(99).standard_normal(feats.shape)
     return VoxelEncoderExperiment(subjects, {"trained": feats, "random": rand}, ids,
                                   tmp_path / "out", p, cfg)
+
+
+def test_batches_are_gathered_on_the_gpu_only_when_training_on_one_that_has_room(
+        tmp_path, monkeypatch):
+    exp = _experiment(tmp_path, epochs=1)
+    data = EncodingData(exp.features["trained"], exp.feature_ids, exp.subjects,
+                        {s: list(exp.feature_ids[:40]) for s in exp.subjects})
+    assert exp._batch_device(data) is None                  # the CPU: on the host
+    free = {"bytes": 10 * data.nbytes}
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (free["bytes"], 2**40))
+    exp.device = "cuda"
+    assert exp._batch_device(data) == "cuda"
+    free["bytes"] = 2 * data.nbytes - 1                     # more than half of what is free
+    assert exp._batch_device(data) is None
+    free["bytes"] = 10 * data.nbytes
+    for key, value in (("devices", 2), ("num_nodes", 2)):   # each DDP process: the host
+        monkeypatch.setattr(exp.cfg, key, value)
+        assert exp._batch_device(data) is None
+        monkeypatch.undo()
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (free["bytes"], 2**40))
 
 
 def test_transfer_trains_only_the_new_subject(tmp_path):

@@ -168,6 +168,28 @@ class EncodingData:
     def layer_dims(self) -> list[int]:
         return [self.features.shape[2]] * self.features.shape[1]
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the features and responses (what :meth:`on` copies)."""
+        return self.features.nbytes + sum(y.nbytes for y in self.Y.values())
+
+    def on(self, device: str | torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The features and responses on ``device``, copied there once and kept.
+
+        On the device that holds them already (the CPU) these are the tensors
+        themselves. :class:`EncodingBatches` gathers its batches from this copy, so
+        that on a GPU a step indexes memory of the GPU instead of gathering on the
+        host and copying the batch over; everything else reads the host tensors.
+        """
+        device = torch.device(device)
+        if device == self.features.device:
+            return self.features, self.Y
+        cache = self.__dict__.setdefault("_on", {})
+        if device not in cache:
+            cache[device] = (self.features.to(device),
+                             {s: y.to(device) for s, y in self.Y.items()})
+        return cache[device]
+
     def feature_rows(self, subject: str, stimuli: Sequence[str]) -> np.ndarray:
         """Rows of ``stimuli`` in the feature table."""
         return np.array([self.index[s] for s in stimuli], dtype=np.int64)
@@ -270,28 +292,43 @@ class EncodingBatches(Dataset):
 
     Each item is a dict: ``features`` (B, L, D), ``y`` (B, S), ``subject`` (str),
     ``targets`` (LongTensor (S,) or None for all targets), ``stimuli`` (tuple of str).
+
+    Parameters
+    ----------
+    data : EncodingData
+    device : str or torch.device, optional
+        Gather the batches from a copy of the data on this device
+        (:meth:`EncodingData.on`), so that they are made where the model trains.
+        None: where the data is (the CPU).
     """
 
-    def __init__(self, data: EncodingData):
+    def __init__(self, data: EncodingData, device: str | torch.device | None = None):
         self.data = data
+        self.device = data.features.device if device is None else torch.device(device)
 
     def __getitem__(self, item):
         subject, stimuli, targets = item
-        data = self.data
-        x = data.features.index_select(0, torch.from_numpy(data.feature_rows(subject, stimuli)))
-        rows = torch.from_numpy(data.response_rows(subject, stimuli))
+        data, dev = self.data, self.device
+        features, Y = data.on(dev)
+        x = features.index_select(
+            0, torch.from_numpy(data.feature_rows(subject, stimuli)).to(dev))
+        rows = torch.from_numpy(data.response_rows(subject, stimuli)).to(dev)
         t = None
         if targets is None:
-            y = data.Y[subject].index_select(0, rows)
+            y = Y[subject].index_select(0, rows)
         else:  # gather only the sampled targets, never whole rows of a large brain
-            t = torch.tensor(targets, dtype=torch.long)
-            y = data.Y[subject][rows[:, None], t[None, :]]
+            t = torch.from_numpy(np.asarray(targets, dtype=np.int64)).to(dev)
+            y = Y[subject][rows[:, None], t[None, :]]
         return {"features": x, "y": y, "subject": subject, "targets": t, "stimuli": stimuli}
 
 
 def loader(data: EncodingData, stimuli: Mapping[str, Sequence[str]], *, batch_size: int,
-           n_sampled_targets: int | None, shuffle: bool, seed: int, min_batches: int = 1):
-    """A DataLoader over planned batches (no worker processes: batches are slices)."""
+           n_sampled_targets: int | None, shuffle: bool, seed: int, min_batches: int = 1,
+           device: str | torch.device | None = None):
+    """A DataLoader over planned batches (no worker processes: batches are slices).
+
+    ``device``: where the batches are gathered (:class:`EncodingBatches`); None: the CPU.
+    """
     from torch.utils.data import DataLoader
 
     n_targets = {s: data.Y[s].shape[1] for s in stimuli}
@@ -299,7 +336,7 @@ def loader(data: EncodingData, stimuli: Mapping[str, Sequence[str]], *, batch_si
                               shuffle=shuffle, seed=seed, min_batches=min_batches)
     # An own generator: creating the iterator then draws nothing from torch's global
     # generator, whose state (dropout) must depend on (seed, epoch) alone.
-    return DataLoader(EncodingBatches(data), sampler=sampler, batch_size=None,
+    return DataLoader(EncodingBatches(data, device), sampler=sampler, batch_size=None,
                       collate_fn=lambda b: b, generator=torch.Generator())
 
 
