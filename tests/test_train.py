@@ -21,7 +21,7 @@ from brainhead.splits import (
     validation_split,
 )
 from brainhead.train.data import EncodingData, StimulusBatches, SubjectResponses, loader
-from brainhead.train.trainer import TrainConfig
+from brainhead.train.trainer import TrainConfig, _quiet_lightning
 from brainhead.train.voxel import VoxelEncoderExperiment, ridge_init_projection
 from encoders.voxel_xattn import VoxelCrossAttention
 
@@ -587,3 +587,17 @@ def test_dense_and_sparse_per_target_updates_train_the_same_model():
         torch.testing.assert_close(nets[False].state_dict()[name], value, rtol=0,
                                    atol=2e-3, msg=name)
     assert not torch.equal(nets[True].readout_w["a"], base.readout_w["a"])
+
+
+@pytest.mark.parametrize("single_process", [True, False])
+def test_srun_hint_is_silenced_only_for_single_process_jobs(single_process):
+    # Lightning hints at `srun` wherever SLURM's tools are installed; a one-device job
+    # is one process whatever placed it, while several GPUs or nodes need the hint.
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _quiet_lightning(single_process=single_process)
+        warnings.warn("The `srun` command is available on your system but is not used.",
+                      UserWarning, stacklevel=1)
+    assert len(caught) == (0 if single_process else 1)

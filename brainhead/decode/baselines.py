@@ -210,8 +210,6 @@ class ShallowConvNetClassifier:
         return spec_hash({"settings": settings, "data": h.hexdigest()})
 
     def fit(self, X, y, val=None):
-        import warnings
-
         import torch
         from torch.utils.data import DataLoader, TensorDataset
 
@@ -219,7 +217,6 @@ class ShallowConvNetClassifier:
 
         from ..train.trainer import TrainConfig, fit_run
 
-        warnings.filterwarnings("ignore", message=".*`srun` command is available.*")
         X = np.asarray(X, np.float32)
         self.classes_ = np.unique(np.asarray(y, str))
         self.scale_ = float(X.std()) or 1.0

@@ -256,9 +256,6 @@ def run_decoding(study, response_paths, out_dir, *, n_permutations: int | None =
     """
     from ..io.store import atomic_path, provenance, write_arrays
 
-    import warnings
-
-    warnings.filterwarnings("ignore", message=".*`srun` command is available.*")
     settings = study.config["decode"]
     seed = int(settings["seed"] if settings["seed"] is not None else study.seed)
     out_dir = Path(out_dir)

@@ -465,7 +465,6 @@ class ElectrodeAttentionClassifier(ClassifierMixin, BaseEstimator):
 
         # Lightning 2.6 calls a torch API that torch 2.13 deprecates, once per batch.
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-        warnings.filterwarnings("ignore", message=".*`srun` command is available.*")
         # without `val`, no validation loop is intended
         warnings.filterwarnings("ignore", message=".*`validation_step` but have no `val_dataloader`.*")
         for attr in ("n_bands_", "identity_"):

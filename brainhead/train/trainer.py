@@ -123,8 +123,14 @@ class _EpochSeeding(Callback):
         torch.manual_seed(epoch_seed(self.seed, trainer.current_epoch, "torch"))
 
 
-def _quiet_lightning() -> None:
-    """Keep Lightning's start-up banners (devices, tips) out of the job logs."""
+def _quiet_lightning(single_process: bool = True) -> None:
+    """Keep Lightning's start-up banners (devices, tips) out of the job logs.
+
+    With ``single_process`` also its hint to launch through ``srun`` wherever SLURM's
+    tools are installed: a job on one device is one process, however it was placed
+    (on a cluster the Snakemake executor places it). Several GPUs or nodes keep the
+    hint, since there ``srun`` is how Lightning's processes are started.
+    """
     import logging
     import warnings
 
@@ -133,6 +139,8 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*number of training batches.*")
     warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+    if single_process:
+        warnings.filterwarnings("ignore", message=".*`srun` command is available.*")
 
 
 def _write_metrics(rows: list[dict], path: Path) -> None:
@@ -173,7 +181,7 @@ def fit_run(module: pl.LightningModule, train_loader, val_loader, run_dir: str |
         module.load_state_dict(state["state_dict"])
         return {**info, "reused": True}
     run_dir.mkdir(parents=True, exist_ok=True)
-    _quiet_lightning()
+    _quiet_lightning(single_process=cfg.devices == 1 and cfg.num_nodes == 1)
     accelerator = resolve_device(cfg.device)
     last = ckpt_dir / "last.ckpt"
     resume = str(last) if last.is_file() else None
