@@ -156,8 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bids", required=True, help="root of the BIDS dataset")
     p.add_argument("--name", help="study name (default: the folder's name)")
     p.set_defaults(func=_cmd_init)
-    p = sub.add_parser("summary", help="print the best-layer table and the modality summary "
-                                       "of a finished run")
+    p = sub.add_parser("summary", help="print a finished run's results: the best-layer "
+                                       "table, the modality summary and the decoding table")
     p.add_argument("results", help="results/<study>")
     p.set_defaults(func=_cmd_summary)
     p = sub.add_parser("inspect", help="print the content and provenance of an artifact")

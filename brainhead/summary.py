@@ -1,5 +1,10 @@
-"""``brainhead summary results/<study>``: the best-layer table and the modality summary
-in the terminal, from ``align/best_layers.tsv`` and ``align/summary.tsv``."""
+"""``brainhead summary results/<study>``: a finished run's results in the terminal.
+
+The best-layer table and the modality summary from ``align/best_layers.tsv`` and
+``align/summary.tsv`` (studies with stimuli), and the decoding table from
+``decode/scores.tsv`` (studies with a ``decode`` section). A study with neither is
+preprocessed only, and the summary says so.
+"""
 
 from __future__ import annotations
 
@@ -68,18 +73,88 @@ def modality_table(best: pd.DataFrame, summary: pd.DataFrame, truth: dict | None
     return table
 
 
+def decoding_table(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per modality, protocol and model: balanced accuracy, its chance level and the
+    permutation p of the test predictions pooled over every fold and subject (the rows
+    ``subject == fold == "all"``), and how many subjects decode above chance on their
+    own (p < 0.05 on their pooled folds, or on their one fold)."""
+    rows = []
+    for (modality, protocol, model), g in scores.groupby(["modality", "protocol", "model"],
+                                                         sort=True):
+        fold = g["fold"].astype(str)
+        per_subject = []
+        for _, h in g[g["subject"] != "all"].groupby("subject"):
+            pooled = h[h["fold"].astype(str) == "all"]
+            per_subject.append((pooled if len(pooled) else h).iloc[0])
+        overall = g[(g["subject"] == "all") & (fold == "all")]
+        # without a pooled row (an older or hand-made table): the subjects' mean, no p
+        top = overall.iloc[0] if len(overall) else pd.DataFrame(per_subject).mean(
+            numeric_only=True)
+        rows.append({"modality": modality, "protocol": protocol, "model": model,
+                     "balanced acc": top["balanced_accuracy"],
+                     "chance": top["chance_balanced"],
+                     "p": f"{top['p_value']:.3g}" if len(overall) else "-",
+                     "subjects p < 0.05": f"{sum(r['p_value'] < 0.05 for r in per_subject)}"
+                                          f"/{len(per_subject)}"})
+    return pd.DataFrame(rows)
+
+
+def _decoding_lines(results: Path) -> list[str]:
+    path = results / "decode" / "scores.tsv"
+    scores = pd.read_csv(path, sep="\t", dtype={"subject": str})
+    missing = [c for c in ("modality", "protocol", "model", "subject", "fold",
+                           "balanced_accuracy",
+                           "chance_balanced", "p_value") if c not in scores.columns]
+    if missing:
+        raise SummaryError(f"{os.path.relpath(path)}: missing columns {missing}")
+    fmt = {"balanced acc": "{:.3f}".format, "chance": "{:.3f}".format}
+    return [(f"Decoding ({path}; test predictions pooled over folds and subjects, p from "
+             "label permutations):"),
+            decoding_table(scores).to_string(index=False, formatters=fmt)]
+
+
 def format_summary(results_dir) -> str:
-    """The text that ``brainhead summary`` prints."""
-    summary, best, truth = load_results(results_dir)
+    """The text that ``brainhead summary`` prints.
+
+    Raises
+    ------
+    SummaryError
+        When the results folder is missing, holds nothing to summarise, or lacks a file
+        that its alignment or decoding results need.
+    """
+    results = Path(results_dir)
+    if not results.is_dir():
+        raise SummaryError(f"{os.path.relpath(results)}: results folder not found "
+                           "(run `snakemake --cores N` first)")
+    has_align = (results / "align").is_dir()
+    has_decode = (results / "decode" / "scores.tsv").is_file()
+    if not has_align and not has_decode:
+        tables = sorted(results.glob("sub-*/responses.h5"))
+        if not tables:
+            raise SummaryError(f"{os.path.relpath(results)}: no alignment (align/), "
+                               "decoding (decode/scores.tsv) or response tables "
+                               "(sub-*/responses.h5) yet (run `snakemake --cores N`)")
+        return (f"{results}: {len(tables)} response tables (sub-*/responses.h5); no "
+                "alignment or decoding results: the study has no stimuli and no decode "
+                "section, so it is preprocessed only (see report.html)")
+    lines = _alignment_lines(results) if has_align else [
+        f"{results}: decoding only (the study has no stimuli)"]
+    if has_decode:
+        lines += ["", *_decoding_lines(results)]
+    return "\n".join(lines)
+
+
+def _alignment_lines(results: Path) -> list[str]:
+    summary, best, truth = load_results(results)
     fmt = {"r": "{:.3f}".format, "random r": "{:.3f}".format, "depth": "{:.2f}".format,
            "gap to last": "{:+.3f}".format, "median r": "{:.3f}".format,
            "median random r": "{:.3f}".format}
     models = ", ".join(sorted(set(summary["model"]))) if "model" in summary else "?"
-    lines = [f"{Path(results_dir)}: {summary['subject'].nunique()} subjects, model {models}",
+    lines = [f"{results}: {summary['subject'].nunique()} subjects, model {models}",
              "",
              "Per modality (best layers chosen on training folds; r = held-out Pearson r):",
              modality_table(best, summary, truth).to_string(index=False, formatters=fmt),
              "",
              "Best layer per subject and region:",
              best_layer_table(best, truth).to_string(index=False, formatters=fmt)]
-    return "\n".join(lines)
+    return lines

@@ -61,3 +61,65 @@ def test_summary_cli_and_errors(results, tmp_path, capsys):
         format_summary(results)
     assert main(["summary", str(tmp_path / "nowhere")]) == 1
     assert "nowhere: results folder not found" in capsys.readouterr().err
+
+
+def _scores():
+    """A decode/scores.tsv: two subjects x two folds, their pooled rows and the pooled
+    row over subjects (fold "all"), for one protocol and model."""
+    import pandas as pd
+
+    rows = []
+    for subject, fold, bacc, p in (("01", "0", 0.9, 0.01), ("01", "1", 0.7, 0.2),
+                                   ("01", "all", 0.8, 0.01), ("02", "0", 0.5, 0.6),
+                                   ("02", "1", 0.6, 0.3), ("02", "all", 0.55, 0.2),
+                                   ("all", "all", 0.675, 0.004)):
+        rows.append({"modality": "eeg", "protocol": "WithinSession", "subject": subject,
+                     "fold": fold, "model": "csp_lda", "balanced_accuracy": bacc,
+                     "chance_balanced": 0.5, "p_value": p})
+    # leave-one-subject-out: one fold per subject, no pooled row over subjects here
+    for subject, bacc, p in (("01", 0.8, 0.01), ("02", 0.6, 0.04)):
+        rows.append({"modality": "eeg", "protocol": "CrossSubject", "subject": subject,
+                     "fold": "0", "model": "csp_lda", "balanced_accuracy": bacc,
+                     "chance_balanced": 0.5, "p_value": p})
+    return pd.DataFrame(rows)
+
+
+def test_summary_of_a_decoding_study(tmp_path, capsys):
+    folder = tmp_path / "results" / "bci"
+    (folder / "decode").mkdir(parents=True)
+    _scores().to_csv(folder / "decode" / "scores.tsv", sep="\t", index=False)
+    text = format_summary(folder)
+    assert text.splitlines()[0].endswith("bci: decoding only (the study has no stimuli)")
+    table = {(r[1], r[2]): r for r in _rows(text, "label permutations):")[1:]}
+    # pooled over folds and subjects: the subject "all" row; 1 of 2 subjects p < 0.05
+    assert table[("WithinSession", "csp_lda")][3:] == ["0.675", "0.500", "0.004", "1/2"]
+    # no pooled row: the subjects' mean and no p; both subjects below 0.05
+    assert table[("CrossSubject", "csp_lda")][3:] == ["0.700", "0.500", "-", "2/2"]
+    assert main(["summary", str(folder)]) == 0
+    assert "Best layer" not in capsys.readouterr().out
+    # with alignment results too, both parts
+    (folder / "align").mkdir()
+    from test_report import _best, _summary
+
+    _summary().to_csv(folder / "align" / "summary.tsv", sep="\t", index=False)
+    _best().to_csv(folder / "align" / "best_layers.tsv", sep="\t", index=False)
+    text = format_summary(folder)
+    assert "Best layer per subject and region:" in text and "label permutations" in text
+    # a scores table without a column it needs
+    _scores().drop(columns="p_value").to_csv(folder / "decode" / "scores.tsv", sep="\t",
+                                             index=False)
+    with pytest.raises(SummaryError, match=r"scores\.tsv: missing columns \['p_value'\]"):
+        format_summary(folder)
+
+
+def test_summary_of_a_preprocessing_only_study(tmp_path, capsys):
+    folder = tmp_path / "results" / "rest"
+    folder.mkdir(parents=True)
+    with pytest.raises(SummaryError, match="no alignment .* or response tables"):
+        format_summary(folder)
+    for s in ("01", "02"):
+        (folder / f"sub-{s}").mkdir()
+        (folder / f"sub-{s}" / "responses.h5").write_bytes(b"")
+    assert main(["summary", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "2 response tables" in out and "preprocessed only" in out
