@@ -92,7 +92,7 @@ def test_demo_report_in_headless_chromium(browser, demo_results, tmp_path):
         pass
     state = browser.execute_script(_PAGE_STATE)
     assert state["ready"] == "complete"
-    assert state["title"] == "brainhead alignment report: demo"
+    assert state["title"] == "brainhead alignment and decoding report: demo"
 
     # no console errors (warnings and info are allowed)
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]

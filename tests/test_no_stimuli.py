@@ -119,6 +119,7 @@ def test_the_report_describes_the_preprocessing(tmp_path):
                        description=study.config["description"], spec=study.config,
                        results_dir=results, figures_dir=results / "figures").read_text()
     assert "stimuli: null" in html and "Preprocessed subjects" in html
+    assert "<title>brainhead preprocessing report: nostim</title>" in html
     assert "<td>sub-01</td>" in html and "<td>5</td>" in html and "(bipolar pairs)" in html
     assert f"5 ({summary['coord_frame']} frame)" in html and "timeseries 60 × 5" in html
     assert "20 Hz" in html and "3.00 s" in html
@@ -132,6 +133,7 @@ def test_the_report_describes_the_preprocessing(tmp_path):
                        results_dir=results).read_text()
     assert "Preprocessed subjects" not in html and "stimuli: null" not in html
     assert "Best layer per subject and region" in html
+    assert "<title>brainhead alignment report: nostim</title>" in html
 
 
 @pytest.mark.slow

@@ -324,3 +324,14 @@ def test_encoding_and_decoding_layer_curves_side_by_side(tmp_path):
     name = "adapters_fmri_all-subjects_all-regions_r-top1_encoding-decoding"
     assert {p.name for p in (tmp_path / "figures").iterdir()} >= {f"{name}.png",
                                                                    f"{name}.svg"}
+
+
+def test_report_title_names_what_the_study_does():
+    from brainhead.report.build import _kind
+
+    assert _kind("align/summary.tsv", None) == "alignment"
+    assert _kind(None, {"stimuli": "stimuli.tsv", "decode": None}) == "alignment"
+    assert _kind(None, {"stimuli": None, "decode": {"label": "y"}}) == "decoding"
+    assert _kind("align/summary.tsv", {"stimuli": "s.tsv", "decode": {"label": "y"}}) == \
+        "alignment and decoding"
+    assert _kind(None, {"stimuli": None, "decode": None}) == "preprocessing"

@@ -84,6 +84,18 @@ def _offline(html: str) -> str:
     return html[:start] + tail
 
 
+def _kind(summary_path, spec: dict | None) -> str:
+    """What the report is about, for its title: alignment when the study has stimuli
+    (or, without its config, an alignment summary), decoding when it has a ``decode``
+    section, both, or else preprocessing alone."""
+    parts = []
+    if summary_path or spec is None or spec.get("stimuli"):
+        parts.append("alignment")
+    if spec is not None and spec.get("decode"):
+        parts.append("decoding")
+    return " and ".join(parts) or "preprocessing"
+
+
 def make_report(summary_path, out_path, *, study: str, description: str = "",
                 truth_path=None, best_path=None, ci: float = 0.95, model_dirs=(),
                 results_dir=None, figures_dir=None, spec: dict | None = None,
@@ -153,7 +165,8 @@ def make_report(summary_path, out_path, *, study: str, description: str = "",
         spec=spec, benchmarks_dir=Path(benchmarks_dir) if benchmarks_dir else None)
     writer = FigureWriter(figures_dir, vector=vector, workers=n_jobs)
     try:
-        report = mne.Report(title=f"brainhead alignment report: {study}", verbose="error")
+        report = mne.Report(title=f"brainhead {_kind(summary_path, spec)} report: {study}",
+                            verbose="error")
         builder = ReportBuilder(report, writer)
         for _, section in registered_sections():
             section(builder, ctx)
