@@ -110,7 +110,9 @@ def test_reduced_demo_through_sbatch_matches_local(slurm_cluster, tmp_path_facto
     work = copy_workflow(tmp_path_factory.mktemp("slurm"))
     cfg = write_mini_study(work)
     proc = snakemake(work, "--profile", "workflows/profiles/slurm-noaccounting",
-                     "--configfile", cfg, "--latency-wait", "10",
+                     # the README's recommended form (the local reference run reads
+                     # the same study through --configfile: both must agree)
+                     "--config", f"study={cfg}", "--latency-wait", "10",
                      "--slurm-init-seconds-before-status-checks", "5",
                      "--seconds-between-status-checks", "5", timeout=1500)
     assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-4000:])
