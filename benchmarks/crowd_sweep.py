@@ -1,0 +1,141 @@
+"""Joint against per-subject training of the voxel encoder, over simulated designs.
+
+The demo's crowd comparison (``crowd.tsv`` of ``models/voxel_xattn/fmri``) is one
+design: 3 fMRI subjects, a 16-dimensional shared subspace per region, one noise level,
+one seed. This repeats the same comparison
+(:meth:`brainhead.train.experiment.JointExperiment.crowd_runs`: outer fold 0, every
+subject its own seeded fraction of the training stimuli, the study's default encoder
+settings) on responses simulated directly at the stimulus level. No BOLD time courses and
+no preprocessing are involved, so one design takes 5-15 s of CPU. The sweep covers:
+
+- the shared rank of every region's read-outs (``--ranks``; 0: no sharing);
+- the number of subjects (``--subjects``);
+- the noise added to the unit-variance responses (``--noise``);
+- the seed, which draws the subspaces, the read-outs, the noise and the stimulus
+  subsets (``--seeds``).
+
+The responses are :func:`brainhead.simulate.planted_responses` of the given features
+(regions posterior, middle and anterior at layers 2, 4 and 6, as in the demo), with
+900, 700, 500, 800, 600 and 750 targets for the first six subjects. Per design and
+fraction it prints the mean per-subject held-out r of the joint model and of the
+per-subject models, their difference (the lead), and how many subjects the joint model
+helps::
+
+    OMP_NUM_THREADS=1 python benchmarks/crowd_sweep.py results/demo/features/minilm.h5
+    OMP_NUM_THREADS=1 python benchmarks/crowd_sweep.py FEATURES --ranks 0,4,16 \\
+        --subjects 3,6 --seeds 42,1,7 --fractions 1.0,0.25
+
+It prints; it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+PLANTED = {"posterior": 2, "middle": 4, "anterior": 6}
+N_TARGETS = (900, 700, 500, 800, 600, 750)
+
+
+def simulate(features: np.ndarray, stim_ids: np.ndarray, *, rank: int, n_subjects: int,
+             noise: float, seed: int) -> dict:
+    """``n_subjects`` subjects' stimulus-level responses (SubjectResponses by name)."""
+    from brainhead.simulate import planted_responses, shared_bases
+    from brainhead.splits import stimulus_folds
+    from brainhead.train.data import SubjectResponses
+
+    if n_subjects > len(N_TARGETS):
+        raise ValueError(f"at most {len(N_TARGETS)} subjects, got {n_subjects}")
+    bases = shared_bases(features, PLANTED, rank, seed) if rank else None
+    folds = stimulus_folds(stim_ids, np.arange(len(stim_ids)) % 5)
+    subjects = {}
+    for k in range(n_subjects):
+        rng = np.random.default_rng([seed, k])
+        n = N_TARGETS[k]
+        regions = np.array(list(PLANTED))[np.arange(n) * len(PLANTED) // n]
+        Y = planted_responses(features, regions, PLANTED, rng, shared_bases=bases)
+        Y = Y + noise * rng.standard_normal(Y.shape)
+        name = f"f{k + 1:02d}"
+        subjects[name] = SubjectResponses(
+            name, "fmri", Y.astype(np.float32), stim_ids,
+            np.array([f"t{i}" for i in range(n)]), regions, folds)
+    return subjects
+
+
+def compare(features: dict, stim_ids: np.ndarray, fractions: list[float], *, rank: int,
+            n_subjects: int, noise: float, seed: int, out_dir: Path) -> list[dict]:
+    """One design: per fraction, the joint and per-subject held-out r of every subject."""
+    from brainhead.train.trainer import TrainConfig
+    from brainhead.train.voxel import VoxelEncoderExperiment, _r
+
+    subjects = simulate(features["trained"], stim_ids, rank=rank, n_subjects=n_subjects,
+                        noise=noise, seed=seed)
+    cfg = TrainConfig.from_params({"patience": 5, "progress": False}, seed)
+    exp = VoxelEncoderExperiment(subjects, features, stim_ids, out_dir, {}, cfg)
+    by = {}
+    for frac, subject, _, method, module, data, test in exp.crowd_runs(fractions):
+        pred, _ = exp.predict(module, data, subject, test)
+        by[frac, method, subject] = float(np.nanmean(_r(pred, exp.truth(subject, test))))
+    rows = []
+    for frac in fractions:
+        joint = np.array([by[frac, "joint", s] for s in subjects])
+        alone = np.array([by[frac, "per_subject", s] for s in subjects])
+        rows.append({"rank": rank, "subjects": n_subjects, "noise": noise, "seed": seed,
+                     "fraction": frac, "joint": joint.mean(), "per_subject": alone.mean(),
+                     "lead": (joint - alone).mean(), "helped": int((joint > alone).sum())})
+    return rows
+
+
+def _numbers(text: str, kind):
+    return [kind(v) for v in text.split(",") if v]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("features", help="features/<model>.h5 of a finished run (the "
+                                         "demo's: results/demo/features/minilm.h5)")
+    parser.add_argument("--ranks", default="16,8,4")
+    parser.add_argument("--subjects", default="3")
+    parser.add_argument("--noise", default="1.5")
+    parser.add_argument("--seeds", default="42,1,7")
+    parser.add_argument("--fractions", default="0.25")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("BRAINHEAD_NO_PROGRESS", "1")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    import torch
+
+    from brainhead.features import read_features
+
+    torch.set_num_threads(1)
+    features, stim_ids, _ = read_features(args.features)
+    fractions = _numbers(args.fractions, float)
+    print(f"{len(stim_ids)} stimuli, {features['trained'].shape[0]} layers; regions "
+          f"{PLANTED}; torch threads 1, load average {os.getloadavg()[0]:.1f}")
+    print(f"{'rank':>4} {'subj':>4} {'noise':>5} {'seed':>4} {'frac':>5} {'joint':>6} "
+          f"{'alone':>6} {'lead':>7} {'helped':>6} {'s':>4}")
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="brainhead-crowd-") as tmp:
+        designs = itertools.product(_numbers(args.ranks, int), _numbers(args.subjects, int),
+                                    _numbers(args.noise, float), _numbers(args.seeds, int))
+        for i, (rank, n, noise, seed) in enumerate(designs):
+            t0 = time.perf_counter()
+            rows = compare(features, stim_ids, fractions, rank=rank, n_subjects=n,
+                           noise=noise, seed=seed, out_dir=Path(tmp) / str(i))
+            for r in rows:
+                print(f"{r['rank']:>4} {r['subjects']:>4} {r['noise']:>5.2f} {r['seed']:>4} "
+                      f"{r['fraction']:>5.2f} {r['joint']:>6.3f} {r['per_subject']:>6.3f} "
+                      f"{r['lead']:>+7.3f} {r['helped']:>3}/{r['subjects']:<2} "
+                      f"{time.perf_counter() - t0:>4.0f}", flush=True)
+    print(f"wall time {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
