@@ -154,6 +154,7 @@ class EncodingData:
         self.Y: dict[str, torch.Tensor] = {}
         self.rows: dict[str, dict[str, int]] = {}
         self.scale: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._on: dict[torch.device, tuple[torch.Tensor, dict[str, torch.Tensor]]] = {}
         for name, sub in self.subjects.items():
             rows = {s: i for i, s in enumerate(sub.stim_id)}
             train_rows = np.array([rows[s] for s in train.get(name, []) if s in rows])
@@ -184,11 +185,10 @@ class EncodingData:
         device = torch.device(device)
         if device == self.features.device:
             return self.features, self.Y
-        cache = self.__dict__.setdefault("_on", {})
-        if device not in cache:
-            cache[device] = (self.features.to(device),
-                             {s: y.to(device) for s, y in self.Y.items()})
-        return cache[device]
+        if device not in self._on:
+            self._on[device] = (self.features.to(device),
+                                {s: y.to(device) for s, y in self.Y.items()})
+        return self._on[device]
 
     def feature_rows(self, subject: str, stimuli: Sequence[str]) -> np.ndarray:
         """Rows of ``stimuli`` in the feature table."""
