@@ -107,8 +107,9 @@ def main(argv=None) -> None:
     for item in args.set:
         key, value = item.split("=", 1)
         settings[key] = type(settings[key])(value) if key in settings else float(value)
+    cuda = "available" if torch.cuda.is_available() else "not available"
     print(f"settings {args.settings}: {settings}; torch threads 1; "
-          f"device {args.device}, cuda {'available' if torch.cuda.is_available() else 'not available'}; "
+          f"device {args.device}, cuda {cuda}; "
           f"load average {os.getloadavg()[0]:.1f}")
     print("dataset\tfold\tn_train\tn_test\tseconds\tepochs\taccuracy\tchance\tn_params")
     rows = []

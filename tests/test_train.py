@@ -6,6 +6,8 @@ the encoder's results on the demo data are asserted in test_workflow.py.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -340,11 +342,11 @@ def test_batches_are_gathered_on_the_gpu_only_when_training_on_one_that_has_room
     free["bytes"] = 2 * data.nbytes - 1                     # more than half of what is free
     assert exp._batch_device(data) is None
     free["bytes"] = 10 * data.nbytes
+    one_gpu = exp.cfg
     for key, value in (("devices", 2), ("num_nodes", 2)):   # each DDP process: the host
-        monkeypatch.setattr(exp.cfg, key, value)
+        exp.cfg = dataclasses.replace(one_gpu, **{key: value})
+        assert not exp.cfg.single_process
         assert exp._batch_device(data) is None
-        monkeypatch.undo()
-        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (free["bytes"], 2**40))
 
 
 def test_transfer_trains_only_the_new_subject(tmp_path):

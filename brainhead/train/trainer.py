@@ -82,6 +82,11 @@ class TrainConfig:
         return cls(seed=int(params.get("seed") if params.get("seed") is not None else seed),
                    **kwargs)
 
+    @property
+    def single_process(self) -> bool:
+        """One device on one node: the run is this one process (no DDP processes)."""
+        return self.devices == 1 and self.num_nodes == 1
+
     def precision_for(self, accelerator: str) -> str:
         """bf16-mixed on CUDA, fp32 on the CPU, unless set explicitly."""
         if self.precision != "auto":
@@ -181,7 +186,7 @@ def fit_run(module: pl.LightningModule, train_loader, val_loader, run_dir: str |
         module.load_state_dict(state["state_dict"])
         return {**info, "reused": True}
     run_dir.mkdir(parents=True, exist_ok=True)
-    _quiet_lightning(single_process=cfg.devices == 1 and cfg.num_nodes == 1)
+    _quiet_lightning(single_process=cfg.single_process)
     accelerator = resolve_device(cfg.device)
     last = ckpt_dir / "last.ckpt"
     resume = str(last) if last.is_file() else None
