@@ -3,7 +3,7 @@
 The demo's crowd comparison (``crowd.tsv`` of ``models/voxel_xattn/fmri``) is one
 design: 3 fMRI subjects, a 16-dimensional shared subspace per region, one noise level,
 one seed. This repeats the same comparison
-(:meth:`brainhead.train.experiment.JointExperiment.crowd_runs`: outer fold 0, every
+(:meth:`brainhead.train.voxel.VoxelEncoderExperiment.crowd`: outer fold 0, every
 subject its own seeded fraction of the training stimuli, the study's default encoder
 settings) on responses simulated directly at the stimulus level. No BOLD time courses and
 no preprocessing are involved, so one design takes 5-15 s of CPU. The sweep covers:
@@ -74,16 +74,16 @@ def compare(features: dict, stim_ids: np.ndarray, fractions: list[float], *, ran
             n_subjects: int, noise: float, seed: int, out_dir: Path) -> list[dict]:
     """One design: per fraction, the joint and per-subject held-out r of every subject."""
     from brainhead.train.trainer import TrainConfig
-    from brainhead.train.voxel import VoxelEncoderExperiment, _r
+    from brainhead.train.voxel import VoxelEncoderExperiment
 
     subjects = simulate(features["trained"], stim_ids, rank=rank, n_subjects=n_subjects,
                         noise=noise, seed=seed)
     cfg = TrainConfig.from_params({"patience": 5, "progress": False}, seed)
-    exp = VoxelEncoderExperiment(subjects, features, stim_ids, out_dir, {}, cfg)
-    by = {}
-    for frac, subject, _, method, module, data, test in exp.crowd_runs(fractions):
-        pred, _ = exp.predict(module, data, subject, test)
-        by[frac, method, subject] = float(np.nanmean(_r(pred, exp.truth(subject, test))))
+    exp = VoxelEncoderExperiment(subjects, features, stim_ids, out_dir,
+                                 {"crowd_fractions": fractions}, cfg)
+    # the rows of the job's crowd.tsv; region "all": a subject's mean r over its targets
+    by = {(r["fraction"], r["method"], r["subject"]): r["r"] for r in exp.crowd()
+          if r["region"] == "all"}
     rows = []
     for frac in fractions:
         joint = np.array([by[frac, "joint", s] for s in subjects])
