@@ -12,7 +12,11 @@ no preprocessing are involved, so one design takes 5-15 s of CPU. The sweep cove
 - the number of subjects (``--subjects``);
 - the noise added to the unit-variance responses (``--noise``);
 - the seed, which draws the subspaces, the read-outs, the noise and the stimulus
-  subsets (``--seeds``).
+  subsets (``--seeds``);
+- the encoder's width (``--d-model``, default 32 as in the demo): the per-target
+  read-outs are ridge regressions on that many dimensions, so only a width below the
+  stimuli a subject keeps leaves a pooled estimate of the shared directions something to
+  improve on.
 
 The responses are :func:`brainhead.simulate.planted_responses` of the given features
 (regions posterior, middle and anterior at layers 2, 4 and 6, as in the demo), with
@@ -24,6 +28,7 @@ helps::
     OMP_NUM_THREADS=1 python benchmarks/crowd_sweep.py results/demo/features/minilm.h5
     OMP_NUM_THREADS=1 python benchmarks/crowd_sweep.py FEATURES --ranks 0,4,16 \\
         --subjects 3,6 --seeds 42,1,7 --fractions 1.0,0.25
+    OMP_NUM_THREADS=1 python benchmarks/crowd_sweep.py FEATURES --ranks 4,0 --d-model 16
 
 It prints; it asserts nothing.
 """
@@ -71,7 +76,8 @@ def simulate(features: np.ndarray, stim_ids: np.ndarray, *, rank: int, n_subject
 
 
 def compare(features: dict, stim_ids: np.ndarray, fractions: list[float], *, rank: int,
-            n_subjects: int, noise: float, seed: int, out_dir: Path) -> list[dict]:
+            n_subjects: int, noise: float, seed: int, out_dir: Path, d_model: int = 32
+            ) -> list[dict]:
     """One design: per fraction, the joint and per-subject held-out r of every subject."""
     from brainhead.train.trainer import TrainConfig
     from brainhead.train.voxel import VoxelEncoderExperiment
@@ -80,7 +86,7 @@ def compare(features: dict, stim_ids: np.ndarray, fractions: list[float], *, ran
                         noise=noise, seed=seed)
     cfg = TrainConfig.from_params({"patience": 5, "progress": False}, seed)
     exp = VoxelEncoderExperiment(subjects, features, stim_ids, out_dir,
-                                 {"crowd_fractions": fractions}, cfg)
+                                 {"crowd_fractions": fractions, "d_model": d_model}, cfg)
     # the rows of the job's crowd.tsv; region "all": a subject's mean r over its targets
     by = {(r["fraction"], r["method"], r["subject"]): r["r"] for r in exp.crowd()
           if r["region"] == "all"}
@@ -88,8 +94,9 @@ def compare(features: dict, stim_ids: np.ndarray, fractions: list[float], *, ran
     for frac in fractions:
         joint = np.array([by[frac, "joint", s] for s in subjects])
         alone = np.array([by[frac, "per_subject", s] for s in subjects])
-        rows.append({"rank": rank, "subjects": n_subjects, "noise": noise, "seed": seed,
-                     "fraction": frac, "joint": joint.mean(), "per_subject": alone.mean(),
+        rows.append({"d_model": d_model, "rank": rank, "subjects": n_subjects,
+                     "noise": noise, "seed": seed, "fraction": frac, "joint": joint.mean(),
+                     "per_subject": alone.mean(),
                      "lead": (joint - alone).mean(), "helped": int((joint > alone).sum())})
     return rows
 
@@ -107,6 +114,7 @@ def main(argv=None) -> None:
     parser.add_argument("--noise", default="1.5")
     parser.add_argument("--seeds", default="42,1,7")
     parser.add_argument("--fractions", default="0.25")
+    parser.add_argument("--d-model", default="32", help="encoder widths (comma-separated)")
     args = parser.parse_args(argv)
     os.environ.setdefault("BRAINHEAD_NO_PROGRESS", "1")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
@@ -119,20 +127,23 @@ def main(argv=None) -> None:
     fractions = _numbers(args.fractions, float)
     print(f"{len(stim_ids)} stimuli, {features['trained'].shape[0]} layers; regions "
           f"{PLANTED}; torch threads 1, load average {os.getloadavg()[0]:.1f}")
-    print(f"{'rank':>4} {'subj':>4} {'noise':>5} {'seed':>4} {'frac':>5} {'joint':>6} "
-          f"{'alone':>6} {'lead':>7} {'helped':>6} {'s':>4}")
+    print(f"{'d':>3} {'rank':>4} {'subj':>4} {'noise':>5} {'seed':>4} {'frac':>5} "
+          f"{'joint':>6} {'alone':>6} {'lead':>7} {'helped':>6} {'s':>4}")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="brainhead-crowd-") as tmp:
-        designs = itertools.product(_numbers(args.ranks, int), _numbers(args.subjects, int),
-                                    _numbers(args.noise, float), _numbers(args.seeds, int))
-        for i, (rank, n, noise, seed) in enumerate(designs):
+        designs = itertools.product(_numbers(args.d_model, int), _numbers(args.ranks, int),
+                                    _numbers(args.subjects, int), _numbers(args.noise, float),
+                                    _numbers(args.seeds, int))
+        for i, (d_model, rank, n, noise, seed) in enumerate(designs):
             t0 = time.perf_counter()
             rows = compare(features, stim_ids, fractions, rank=rank, n_subjects=n,
-                           noise=noise, seed=seed, out_dir=Path(tmp) / str(i))
+                           noise=noise, seed=seed, out_dir=Path(tmp) / str(i),
+                           d_model=d_model)
             for r in rows:
-                print(f"{r['rank']:>4} {r['subjects']:>4} {r['noise']:>5.2f} {r['seed']:>4} "
-                      f"{r['fraction']:>5.2f} {r['joint']:>6.3f} {r['per_subject']:>6.3f} "
-                      f"{r['lead']:>+7.3f} {r['helped']:>3}/{r['subjects']:<2} "
+                print(f"{r['d_model']:>3} {r['rank']:>4} {r['subjects']:>4} "
+                      f"{r['noise']:>5.2f} {r['seed']:>4} {r['fraction']:>5.2f} "
+                      f"{r['joint']:>6.3f} {r['per_subject']:>6.3f} {r['lead']:>+7.3f} "
+                      f"{r['helped']:>3}/{r['subjects']:<2} "
                       f"{time.perf_counter() - t0:>4.0f}", flush=True)
     print(f"wall time {time.perf_counter() - start:.0f} s")
 
