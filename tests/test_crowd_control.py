@@ -101,8 +101,9 @@ def test_joint_beats_per_subject_at_a_quarter_with_shared_structure(low_rank_dem
     """Joint training beats one model per subject at 25% of the stimuli when the subjects
     share structure, and not by more than noise when they share none.
 
-    The noise: over seeds 42, 1 and 7 of ``benchmarks/crowd_sweep.py`` (same encoder,
-    stimulus-level simulations), the lead without sharing ranged from -0.015 to +0.009.
+    The noise: over seeds 42, 1 and 7 of ``benchmarks/crowd_sweep.py`` (width 16,
+    3 subjects, stimulus-level simulations), the lead without sharing ranged from -0.015
+    to +0.009.
     """
     shared = _crowd_lead(low_rank_demos[4], 0.25)
     unshared = _crowd_lead(low_rank_demos[0], 0.25)
