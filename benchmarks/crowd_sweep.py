@@ -30,6 +30,13 @@ helps::
         --subjects 3,6 --seeds 42,1,7 --fractions 1.0,0.25
     OMP_NUM_THREADS=1 python benchmarks/crowd_sweep.py FEATURES --ranks 4,0 --d-model 16
 
+With ``--ideal`` it also prints what pooling could give an estimator that is told each
+region's planted layer and the shared rank (:func:`ideal_leads`): reduced-rank ridge
+with the subspace estimated from the subject's own ridge coefficients (``own``) or from
+every subject's (``pooled``), each target then read out by ridge on that subspace, on the
+same stimuli as the encoder's runs. It bounds the crowd effect that a design holds,
+whatever the encoder.
+
 It prints; it asserts nothing.
 """
 
@@ -75,10 +82,52 @@ def simulate(features: np.ndarray, stim_ids: np.ndarray, *, rank: int, n_subject
     return subjects
 
 
+def ideal_leads(exp, features: np.ndarray, frac: float, rank: int) -> tuple[float, float]:
+    """Mean held-out r of reduced-rank ridge with own and with pooled subspaces.
+
+    For each region at its planted layer, every subject's ridge coefficients
+    (:class:`brainhead.align.ridge.GroupRidgeCV`, leave-one-out penalties) on its own
+    ``frac`` of outer fold 0's training stimuli give the subspace: the top ``rank``
+    eigenvectors of ``C C^T`` (own) or of the sum over subjects of ``C C^T / tr(C C^T)``
+    (pooled); each target is then a ridge regression on the features projected onto it,
+    scored on fold 0's test stimuli.
+    """
+    from brainhead.align.ridge import GroupRidgeCV, pearson_r
+    from brainhead.simulate.signals import zscore
+    from brainhead.train.experiment import stimulus_subset
+
+    train, test = exp.split(0)
+    rows = {x: i for i, x in enumerate(exp.feature_ids)}
+    r = {"own": [], "pooled": []}
+    for region, layer in PLANTED.items():
+        Z = zscore(features[layer].astype(np.float64))
+        fits = {}
+        for s, sub in exp.subjects.items():
+            stims = stimulus_subset(train[s], frac, exp.cfg.seed, f"crowd:{s}")
+            cols = sub.region == region
+            x = Z[[rows[st] for st in stims]]
+            y = exp.truth(s, stims)[:, cols]
+            coef = GroupRidgeCV(cv="loo", standardize=False, device="cpu").fit(x, y).coef_
+            fits[s] = (stims, cols, x, y, np.asarray(coef, dtype=np.float64))
+        gram = sum(c @ c.T / np.trace(c @ c.T) for *_, c in fits.values())
+        pooled = np.linalg.eigh(gram)[1][:, -rank:]
+        for s, (stims, cols, x, y, coef) in fits.items():
+            x_test = Z[[rows[st] for st in test[s]]]
+            y_test = exp.truth(s, test[s])[:, cols]
+            for kind, basis in (("own", np.linalg.eigh(coef @ coef.T)[1][:, -rank:]),
+                                ("pooled", pooled)):
+                model = GroupRidgeCV(cv="loo", standardize=False, device="cpu")
+                pred = model.fit(x @ basis, y).predict(x_test @ basis)
+                r[kind].append(pearson_r(np.asarray(pred, dtype=np.float64),
+                                         y_test.astype(np.float64)))
+    return tuple(float(np.nanmean(np.concatenate(r[k]))) for k in ("own", "pooled"))
+
+
 def compare(features: dict, stim_ids: np.ndarray, fractions: list[float], *, rank: int,
-            n_subjects: int, noise: float, seed: int, out_dir: Path, d_model: int = 32
-            ) -> list[dict]:
-    """One design: per fraction, the joint and per-subject held-out r of every subject."""
+            n_subjects: int, noise: float, seed: int, out_dir: Path, d_model: int = 32,
+            ideal: bool = False) -> list[dict]:
+    """One design: per fraction, the joint and per-subject held-out r of every subject
+    (and, with ``ideal`` and a shared rank, :func:`ideal_leads`)."""
     from brainhead.train.trainer import TrainConfig
     from brainhead.train.voxel import VoxelEncoderExperiment
 
@@ -98,6 +147,9 @@ def compare(features: dict, stim_ids: np.ndarray, fractions: list[float], *, ran
                      "noise": noise, "seed": seed, "fraction": frac, "joint": joint.mean(),
                      "per_subject": alone.mean(),
                      "lead": (joint - alone).mean(), "helped": int((joint > alone).sum())})
+        if ideal and rank:
+            rows[-1]["ideal_own"], rows[-1]["ideal_pooled"] = ideal_leads(
+                exp, features["trained"], frac, rank)
     return rows
 
 
@@ -115,6 +167,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", default="42,1,7")
     parser.add_argument("--fractions", default="0.25")
     parser.add_argument("--d-model", default="32", help="encoder widths (comma-separated)")
+    parser.add_argument("--ideal", action="store_true",
+                        help="also the reduced-rank ridge bound (own and pooled subspace)")
     args = parser.parse_args(argv)
     os.environ.setdefault("BRAINHEAD_NO_PROGRESS", "1")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
@@ -128,7 +182,8 @@ def main(argv=None) -> None:
     print(f"{len(stim_ids)} stimuli, {features['trained'].shape[0]} layers; regions "
           f"{PLANTED}; torch threads 1, load average {os.getloadavg()[0]:.1f}")
     print(f"{'d':>3} {'rank':>4} {'subj':>4} {'noise':>5} {'seed':>4} {'frac':>5} "
-          f"{'joint':>6} {'alone':>6} {'lead':>7} {'helped':>6} {'s':>4}")
+          f"{'joint':>6} {'alone':>6} {'lead':>7} {'helped':>6} {'s':>4}"
+          + ("  ideal own / pooled" if args.ideal else ""))
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="brainhead-crowd-") as tmp:
         designs = itertools.product(_numbers(args.d_model, int), _numbers(args.ranks, int),
@@ -138,13 +193,15 @@ def main(argv=None) -> None:
             t0 = time.perf_counter()
             rows = compare(features, stim_ids, fractions, rank=rank, n_subjects=n,
                            noise=noise, seed=seed, out_dir=Path(tmp) / str(i),
-                           d_model=d_model)
+                           d_model=d_model, ideal=args.ideal)
             for r in rows:
                 print(f"{r['d_model']:>3} {r['rank']:>4} {r['subjects']:>4} "
                       f"{r['noise']:>5.2f} {r['seed']:>4} {r['fraction']:>5.2f} "
                       f"{r['joint']:>6.3f} {r['per_subject']:>6.3f} {r['lead']:>+7.3f} "
                       f"{r['helped']:>3}/{r['subjects']:<2} "
-                      f"{time.perf_counter() - t0:>4.0f}", flush=True)
+                      f"{time.perf_counter() - t0:>4.0f}"
+                      + (f"  {r['ideal_own']:.3f} / {r['ideal_pooled']:.3f}"
+                         if "ideal_own" in r else ""), flush=True)
     print(f"wall time {time.perf_counter() - start:.0f} s")
 
 
