@@ -31,7 +31,7 @@ helps::
     OMP_NUM_THREADS=1 python benchmarks/crowd_sweep.py FEATURES --ranks 4,0 --d-model 16
 
 With ``--ideal`` it also prints what pooling could give an estimator that is told each
-region's planted layer and the shared rank (:func:`ideal_leads`): reduced-rank ridge
+region's planted layer and the shared rank (:func:`ideal_r`): reduced-rank ridge
 with the subspace estimated from the subject's own ridge coefficients (``own``) or from
 every subject's (``pooled``), each target then read out by ridge on that subspace, on the
 same stimuli as the encoder's runs. It bounds the crowd effect that a design holds,
@@ -82,7 +82,7 @@ def simulate(features: np.ndarray, stim_ids: np.ndarray, *, rank: int, n_subject
     return subjects
 
 
-def ideal_leads(exp, features: np.ndarray, frac: float, rank: int) -> tuple[float, float]:
+def ideal_r(exp, features: np.ndarray, frac: float, rank: int) -> tuple[float, float]:
     """Mean held-out r of reduced-rank ridge with own and with pooled subspaces.
 
     For each region at its planted layer, every subject's ridge coefficients
@@ -127,7 +127,7 @@ def compare(features: dict, stim_ids: np.ndarray, fractions: list[float], *, ran
             n_subjects: int, noise: float, seed: int, out_dir: Path, d_model: int = 32,
             ideal: bool = False) -> list[dict]:
     """One design: per fraction, the joint and per-subject held-out r of every subject
-    (and, with ``ideal`` and a shared rank, :func:`ideal_leads`)."""
+    (and, with ``ideal`` and a shared rank, :func:`ideal_r`)."""
     from brainhead.train.trainer import TrainConfig
     from brainhead.train.voxel import VoxelEncoderExperiment
 
@@ -148,7 +148,7 @@ def compare(features: dict, stim_ids: np.ndarray, fractions: list[float], *, ran
                      "per_subject": alone.mean(),
                      "lead": (joint - alone).mean(), "helped": int((joint > alone).sum())})
         if ideal and rank:
-            rows[-1]["ideal_own"], rows[-1]["ideal_pooled"] = ideal_leads(
+            rows[-1]["ideal_own"], rows[-1]["ideal_pooled"] = ideal_r(
                 exp, features["trained"], frac, rank)
     return rows
 
