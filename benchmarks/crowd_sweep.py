@@ -94,24 +94,23 @@ def ideal_r(exp, features: np.ndarray, frac: float, rank: int) -> tuple[float, f
     """
     from brainhead.align.ridge import GroupRidgeCV, pearson_r
     from brainhead.simulate.signals import zscore
-    from brainhead.train.experiment import stimulus_subset
 
-    train, test = exp.split(0)
+    _, test = exp.split(0)
+    subsets = exp.crowd_subsets(frac)  # the stimuli of the encoder's crowd runs
     rows = {x: i for i, x in enumerate(exp.feature_ids)}
     r = {"own": [], "pooled": []}
     for region, layer in PLANTED.items():
         Z = zscore(features[layer].astype(np.float64))
         fits = {}
         for s, sub in exp.subjects.items():
-            stims = stimulus_subset(train[s], frac, exp.cfg.seed, f"crowd:{s}")
             cols = sub.region == region
-            x = Z[[rows[st] for st in stims]]
-            y = exp.truth(s, stims)[:, cols]
+            x = Z[[rows[st] for st in subsets[s]]]
+            y = exp.truth(s, subsets[s])[:, cols]
             coef = GroupRidgeCV(cv="loo", standardize=False, device="cpu").fit(x, y).coef_
-            fits[s] = (stims, cols, x, y, np.asarray(coef, dtype=np.float64))
+            fits[s] = (cols, x, y, np.asarray(coef, dtype=np.float64))
         gram = sum(c @ c.T / np.trace(c @ c.T) for *_, c in fits.values())
         pooled = np.linalg.eigh(gram)[1][:, -rank:]
-        for s, (stims, cols, x, y, coef) in fits.items():
+        for s, (cols, x, y, coef) in fits.items():
             x_test = Z[[rows[st] for st in test[s]]]
             y_test = exp.truth(s, test[s])[:, cols]
             for kind, basis in (("own", np.linalg.eigh(coef @ coef.T)[1][:, -rank:]),

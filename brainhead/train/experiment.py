@@ -184,6 +184,13 @@ class JointExperiment:
             raise RuntimeError(f"{name}: frozen parameters changed by {change}")
 
     # ------------------------------------------------------------------ crowd
+    def crowd_subsets(self, fraction: float) -> dict[str, list[str]]:
+        """Every subject's own seeded ``fraction`` of its outer fold 0 training stimuli:
+        what the crowd comparison trains on (validation stimuli are carved from them)."""
+        train, _ = self.split(0)
+        return {s: stimulus_subset(train[s], fraction, self.cfg.seed, f"crowd:{s}")
+                for s in self.subjects}
+
     def crowd_runs(self, fractions: Sequence[float]) -> Iterator[tuple]:
         """The runs of a crowd comparison on outer fold 0: one model trained on every
         subject against one model per subject, at fractions of the stimuli.
@@ -203,10 +210,9 @@ class JointExperiment:
             logger.warning("%s: the crowd comparison needs at least 2 subjects; skipped",
                            self.family)
             return
-        train, test = self.split(0)
+        _, test = self.split(0)
         for frac in fractions:
-            subset = {s: stimulus_subset(train[s], frac, self.cfg.seed, f"crowd:{s}")
-                      for s in self.subjects}
+            subset = self.crowd_subsets(frac)
             fit, val = self.fit_val(subset, "cv0")
             joint, data = self.run(f"crowd/{frac}/joint", "trained", fit, val)
             for s in self.subjects:
